@@ -1,0 +1,88 @@
+//! Typed errors of the library. Every error names the file (or argument) it is about and,
+//! where it applies, the row (1-based line) and column.
+
+use std::path::PathBuf;
+
+/// Errors raised while finding, reading, verifying or writing data files.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A malformed value in a text or binary file; `row` is the 1-based line (CSV) or record
+    /// index (IDX), `column` the CSV column name or the IDX field.
+    #[error("{path}: row {row}, column {column}: {message}")]
+    Malformed {
+        path: PathBuf,
+        row: u64,
+        column: String,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: content check failed: expected SHA-256 {expected}, got {actual} (the file is corrupt or truncated; delete it and fetch again)")]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("download of {url} failed: {message}")]
+    Download { url: String, message: String },
+    #[error("Fashion-MNIST not found. Looked in: {searched}. Install it with `apt-get install dataset-fashion-mnist`, pass `--data DIR`, or allow the download with `--download`")]
+    NotFound { searched: String },
+}
+
+impl DataError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        DataError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn malformed(
+        path: impl Into<PathBuf>,
+        row: u64,
+        column: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        DataError::Malformed {
+            path: path.into(),
+            row,
+            column: column.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn invalid(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        DataError::Invalid {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Errors raised by models, training and checkpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("training diverged: the loss became {value} at epoch {epoch}, step {step}; try a lower learning rate (now {learning_rate})")]
+    Diverged {
+        epoch: usize,
+        step: usize,
+        value: f32,
+        learning_rate: f64,
+    },
+    #[error("invalid setting {name}: {message}")]
+    Config { name: String, message: String },
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("device error: {0}")]
+    Device(String),
+}
+
+pub type DataResult<T> = Result<T, DataError>;

@@ -1,0 +1,11 @@
+//! Fashion-MNIST classification in Rust, following the Kaggle study step by step: data
+//! checks, LeNet-5 from scratch, tuning, cross-validation and transfer learning, on dfdx.
+
+pub mod data;
+pub mod error;
+mod fsutil;
+pub mod models;
+pub mod ops;
+pub mod training;
+
+pub use error::{DataError, TrainError};

@@ -1,0 +1,117 @@
+//! 2-D max-pooling (NCHW, square window, stride, padding that never wins) as a dfdx custom op.
+
+use dfdx::prelude::*;
+use rayon::prelude::*;
+
+use super::{accumulate_grad, take_output_grad, Tensor4};
+
+/// Shapes of one pooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2dGeometry {
+    pub in_height: usize,
+    pub in_width: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Pool2dGeometry {
+    pub fn out_height(&self) -> usize {
+        (self.in_height + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+
+    pub fn out_width(&self) -> usize {
+        (self.in_width + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+
+    /// Pools one plane; `argmax` receives the input index each output took its value from.
+    fn pool_plane(&self, src: &[f32], dst: &mut [f32], argmax: &mut [u32]) {
+        let (oh, ow) = (self.out_height(), self.out_width());
+        for oy in 0..oh {
+            let y0 = (oy * self.stride) as isize - self.padding as isize;
+            let ys = y0.max(0) as usize..((y0 + self.kernel as isize) as usize).min(self.in_height);
+            for ox in 0..ow {
+                let x0 = (ox * self.stride) as isize - self.padding as isize;
+                let xs =
+                    x0.max(0) as usize..((x0 + self.kernel as isize) as usize).min(self.in_width);
+                let mut best = f32::NEG_INFINITY;
+                let mut best_index = ys.start * self.in_width + xs.start;
+                for y in ys.clone() {
+                    for x in xs.clone() {
+                        let v = src[y * self.in_width + x];
+                        // `>` keeps the first maximum; NaN propagates by winning once seen.
+                        if v > best || v.is_nan() {
+                            best = v;
+                            best_index = y * self.in_width + x;
+                            if v.is_nan() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                dst[oy * ow + ox] = best;
+                argmax[oy * ow + ox] = best_index as u32;
+            }
+        }
+    }
+}
+
+/// Max-pooling of `x` (B, C, H, W) with a `kernel` x `kernel` window.
+pub fn max_pool2d<T: Tape<f32, Cpu>>(
+    x: Tensor4<T>,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Tensor4<T> {
+    let (batch, channels, in_height, in_width) = *x.shape();
+    assert!(stride >= 1 && kernel >= 1, "max_pool2d: kernel and stride must be at least 1");
+    assert!(padding < kernel, "max_pool2d: padding must be smaller than the window");
+    assert!(
+        in_height + 2 * padding >= kernel && in_width + 2 * padding >= kernel,
+        "max_pool2d: window larger than the input"
+    );
+    let geom = Pool2dGeometry {
+        in_height,
+        in_width,
+        kernel,
+        stride,
+        padding,
+    };
+    let (x, mut tape) = x.split_tape();
+    let device = x.device().clone();
+    let input = x.as_vec();
+    let (in_plane, out_plane) = (
+        in_height * in_width,
+        geom.out_height() * geom.out_width(),
+    );
+    let planes = batch * channels;
+    let mut output = vec![0.0f32; planes * out_plane];
+    let mut argmax = vec![0u32; planes * out_plane];
+    input
+        .par_chunks_exact(in_plane.max(1))
+        .zip(output.par_chunks_exact_mut(out_plane.max(1)))
+        .zip(argmax.par_chunks_exact_mut(out_plane.max(1)))
+        .for_each(|((src, dst), arg)| geom.pool_plane(src, dst, arg));
+    let out = device.tensor_from_vec(
+        output,
+        (batch, channels, geom.out_height(), geom.out_width()),
+    );
+    if T::OWNS_TAPE {
+        let (x_ref, out_ref) = (x.clone(), out.clone());
+        tape.add_backward_op(move |grads| {
+            let grad_out = take_output_grad(grads, &out_ref)?;
+            let mut grad_input = vec![0.0f32; planes * in_plane];
+            grad_input
+                .par_chunks_exact_mut(in_plane.max(1))
+                .zip(grad_out.par_chunks_exact(out_plane.max(1)))
+                .zip(argmax.par_chunks_exact(out_plane.max(1)))
+                .for_each(|((dx, dy), arg)| {
+                    for (g, &i) in dy.iter().zip(arg) {
+                        dx[i as usize] += *g;
+                    }
+                });
+            accumulate_grad(grads, &x_ref, &grad_input)
+        });
+    }
+    out.put_tape(tape)
+}

@@ -1,0 +1,185 @@
+//! Checkpoints: a model's parameters as a safetensors file (f32, little-endian), with the
+//! architecture and its settings in the header metadata. Written atomically; loading checks
+//! every tensor's name, shape and dtype and lists all differences at once.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use dfdx::prelude::*;
+use ::safetensors::tensor::{Dtype as SafeDtype, Metadata, SafeTensors, TensorInfo, TensorView};
+
+use crate::error::TrainError;
+use crate::models::{ImageClassifier, LeNet5, LeNet5Config, ParamVisitor, ParamVisitorMut};
+
+/// Format tag stored in every checkpoint's metadata.
+pub const CHECKPOINT_FORMAT: &str = "fashion-mnist/1";
+
+fn checkpoint_error(path: &Path, message: impl Into<String>) -> TrainError {
+    TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+struct Collect(Vec<(String, Vec<usize>, Vec<u8>)>);
+
+impl ParamVisitor for Collect {
+    type Error = std::convert::Infallible;
+    fn visit<S: Shape>(&mut self, name: &str, t: &Tensor<S, f32, Cpu>) -> Result<(), Self::Error> {
+        let bytes = t.as_vec().iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.0
+            .push((name.to_string(), t.shape().concrete().into(), bytes));
+        Ok(())
+    }
+}
+
+/// Saves `model` to `path` (safetensors), replacing any file there only once the new one is
+/// complete.
+pub fn save<M: ImageClassifier>(model: &M, path: &Path) -> Result<(), TrainError> {
+    let mut collected = Collect(Vec::new());
+    let Ok(()) = model.visit_params(&mut collected);
+    let views: Vec<(String, TensorView<'_>)> = collected
+        .0
+        .iter()
+        .map(|(name, shape, bytes)| {
+            let view = TensorView::new(SafeDtype::F32, shape.clone(), bytes)
+                .expect("shape matches the data");
+            (name.clone(), view)
+        })
+        .collect();
+    let metadata = HashMap::from([
+        ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
+        ("architecture".to_string(), model.architecture().to_string()),
+        ("config".to_string(), model.config_json().to_string()),
+    ]);
+    let bytes = ::safetensors::tensor::serialize(views, &Some(metadata))
+        .map_err(|e| checkpoint_error(path, e.to_string()))?;
+    crate::fsutil::write_bytes_atomically(path, &bytes)?;
+    Ok(())
+}
+
+struct Fill<'a> {
+    tensors: HashMap<String, &'a TensorInfo>,
+    data: &'a [u8],
+    seen: Vec<String>,
+    problems: Vec<String>,
+}
+
+impl ParamVisitorMut for Fill<'_> {
+    type Error = std::convert::Infallible;
+    fn visit<S: Shape>(
+        &mut self,
+        name: &str,
+        t: &mut Tensor<S, f32, Cpu>,
+    ) -> Result<(), Self::Error> {
+        self.seen.push(name.to_string());
+        let expected: Vec<usize> = t.shape().concrete().into();
+        let Some(info) = self.tensors.get(name) else {
+            self.problems
+                .push(format!("missing tensor {name} {expected:?}"));
+            return Ok(());
+        };
+        if info.dtype != SafeDtype::F32 {
+            self.problems
+                .push(format!("{name}: dtype {:?}, expected F32", info.dtype));
+        } else if info.shape != expected {
+            self.problems.push(format!(
+                "{name}: shape {:?}, expected {expected:?}",
+                info.shape
+            ));
+        } else {
+            let (start, end) = info.data_offsets;
+            let values: Vec<f32> = self.data[start..end]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            t.copy_from(&values);
+        }
+        Ok(())
+    }
+}
+
+/// Reads a checkpoint file's header; the tensor data starts at the returned offset.
+fn read_header(path: &Path, bytes: &[u8]) -> Result<(usize, Metadata), TrainError> {
+    // Validates the header and that every tensor's offsets lie inside the file.
+    SafeTensors::deserialize(bytes)
+        .map_err(|e| checkpoint_error(path, format!("not a valid safetensors file: {e:?}")))?;
+    let (header_len, metadata) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| checkpoint_error(path, format!("not a valid safetensors file: {e:?}")))?;
+    Ok((8 + header_len, metadata))
+}
+
+/// Copies the tensors of the checkpoint at `path` into `model`, which must have the same
+/// architecture and shapes.
+pub fn load_into<M: ImageClassifier>(model: &mut M, path: &Path) -> Result<(), TrainError> {
+    let bytes = std::fs::read(path).map_err(|e| checkpoint_error(path, e.to_string()))?;
+    let (data_start, metadata) = read_header(path, &bytes)?;
+    let mut fill = Fill {
+        tensors: metadata.tensors(),
+        data: &bytes[data_start..],
+        seen: Vec::new(),
+        problems: Vec::new(),
+    };
+    let Ok(()) = model.visit_params_mut(&mut fill);
+    let mut unexpected: Vec<&String> = fill
+        .tensors
+        .keys()
+        .filter(|name| !fill.seen.contains(name))
+        .collect();
+    unexpected.sort();
+    for name in unexpected {
+        fill.problems.push(format!("unexpected tensor {name}"));
+    }
+    if fill.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(checkpoint_error(
+            path,
+            format!(
+                "does not fit the {} model: {}",
+                model.architecture(),
+                fill.problems.join("; ")
+            ),
+        ))
+    }
+}
+
+/// The architecture and settings stored in a checkpoint's metadata.
+pub fn read_metadata(path: &Path) -> Result<(String, serde_json::Value), TrainError> {
+    let bytes = std::fs::read(path).map_err(|e| checkpoint_error(path, e.to_string()))?;
+    let (_, metadata) = read_header(path, &bytes)?;
+    let fields = metadata.metadata().clone().unwrap_or_default();
+    if fields.get("format").map(String::as_str) != Some(CHECKPOINT_FORMAT) {
+        return Err(checkpoint_error(
+            path,
+            format!("not a fashion-mnist checkpoint (metadata format is not {CHECKPOINT_FORMAT:?})"),
+        ));
+    }
+    let architecture = fields
+        .get("architecture")
+        .cloned()
+        .ok_or_else(|| checkpoint_error(path, "metadata has no architecture"))?;
+    let config = fields
+        .get("config")
+        .map(|c| serde_json::from_str(c))
+        .transpose()
+        .map_err(|e| checkpoint_error(path, format!("metadata config is not JSON: {e}")))?
+        .unwrap_or(serde_json::Value::Null);
+    Ok((architecture, config))
+}
+
+/// Loads a LeNet-5 checkpoint, rebuilding the architecture from its metadata.
+pub fn load_lenet5(device: &Cpu, path: &Path) -> Result<LeNet5, TrainError> {
+    let (architecture, config) = read_metadata(path)?;
+    if architecture != "lenet5" {
+        return Err(checkpoint_error(
+            path,
+            format!("holds a {architecture} model, not lenet5"),
+        ));
+    }
+    let config: LeNet5Config = serde_json::from_value(config)
+        .map_err(|e| checkpoint_error(path, format!("bad lenet5 config: {e}")))?;
+    let mut model = LeNet5::new(device, config, 0);
+    load_into(&mut model, path)?;
+    Ok(model)
+}

@@ -1,0 +1,350 @@
+//! Training as Keras' `fit` does it: Adam, categorical cross-entropy, mini-batches reshuffled
+//! every epoch from a seed, a per-epoch history, early stopping that restores the best weights,
+//! and evaluation with a confusion matrix and per-class metrics.
+
+pub mod checkpoint;
+mod history;
+pub mod metrics;
+mod optim;
+
+pub use history::{EpochRecord, History};
+pub use metrics::{ClassificationReport, ConfusionMatrix};
+pub use optim::Adam;
+
+use std::time::Instant;
+
+use dfdx::prelude::*;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::prepare::{one_hot, Prepared};
+use crate::data::NUM_CLASSES;
+use crate::error::TrainError;
+use crate::models::ImageClassifier;
+use crate::ops::Tensor4;
+
+/// What early stopping watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Monitor {
+    ValLoss,
+    ValAccuracy,
+}
+
+impl Monitor {
+    fn value(&self, record: &EpochRecord) -> f64 {
+        match self {
+            Monitor::ValLoss => record.val_loss.unwrap_or(f64::INFINITY),
+            Monitor::ValAccuracy => -record.val_accuracy.unwrap_or(0.0),
+        }
+    }
+}
+
+/// Keras' `EarlyStopping(monitor, patience, min_delta, restore_best_weights)`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EarlyStopping {
+    pub monitor: Monitor,
+    /// Epochs without improvement before stopping.
+    pub patience: usize,
+    /// Smallest change that counts as an improvement.
+    pub min_delta: f64,
+    pub restore_best_weights: bool,
+}
+
+impl EarlyStopping {
+    pub fn new(patience: usize) -> Self {
+        EarlyStopping {
+            monitor: Monitor::ValLoss,
+            patience,
+            min_delta: 0.0,
+            restore_best_weights: true,
+        }
+    }
+}
+
+/// The knobs of a training run, with the walkthrough's defaults.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    /// Seeds the per-epoch shuffling (model initialization has its own seed).
+    pub seed: u64,
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 8,
+            batch_size: 32,
+            learning_rate: 1e-3,
+            seed: 42,
+            early_stopping: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    fn validate(&self, has_validation: bool) -> Result<(), TrainError> {
+        let bad = |name: &str, message: &str| {
+            Err(TrainError::Config {
+                name: name.into(),
+                message: message.into(),
+            })
+        };
+        if self.epochs == 0 {
+            return bad("epochs", "must be at least 1");
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1");
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return bad("learning_rate", "must be a positive number");
+        }
+        if self.early_stopping.is_some() && !has_validation {
+            return bad("early_stopping", "needs validation data to monitor");
+        }
+        Ok(())
+    }
+}
+
+/// Receives progress during [`fit`]: the CLI draws a progress bar, notebooks print a line per
+/// epoch. All methods default to doing nothing.
+pub trait TrainObserver {
+    fn on_epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {}
+    fn on_batch(&mut self, _step: usize, _running_loss: f64, _running_accuracy: f64) {}
+    fn on_epoch_end(&mut self, _record: &EpochRecord) {}
+    fn on_early_stop(&mut self, _best_epoch: usize, _restored: bool) {}
+}
+
+/// An observer that stays silent.
+pub struct Silent;
+impl TrainObserver for Silent {}
+
+/// Prints one line per epoch to stdout, as Keras does with `verbose=2`.
+pub struct EpochLines;
+impl TrainObserver for EpochLines {
+    fn on_epoch_end(&mut self, record: &EpochRecord) {
+        println!("{record}");
+    }
+    fn on_early_stop(&mut self, best_epoch: usize, restored: bool) {
+        println!(
+            "early stopping: best epoch {best_epoch}{}",
+            if restored { ", its weights restored" } else { "" }
+        );
+    }
+}
+
+/// Copies the images at `indices` into one input tensor (B, C, H, W).
+fn batch_tensor(
+    device: &Cpu,
+    data: &Prepared,
+    indices: &[usize],
+    shape: (usize, usize, usize),
+) -> Tensor4 {
+    let image_len = shape.0 * shape.1 * shape.2;
+    let mut pixels = Vec::with_capacity(indices.len() * image_len);
+    for &i in indices {
+        pixels.extend_from_slice(&data.pixels[i * image_len..(i + 1) * image_len]);
+    }
+    device.tensor_from_vec(pixels, (indices.len(), shape.0, shape.1, shape.2))
+}
+
+fn check_input<M: ImageClassifier>(model: &M, data: &Prepared) -> Result<(), TrainError> {
+    let (c, h, w) = model.input_shape();
+    if data.pixels.len() != data.len() * c * h * w {
+        return Err(TrainError::Config {
+            name: "data".into(),
+            message: format!(
+                "{} values for {} images, but the model takes {c}x{h}x{w} per image",
+                data.pixels.len(),
+                data.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn argmax(row: &[f32]) -> u8 {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best as u8
+}
+
+/// Trains `model` in place and returns its history. With early stopping that restores the best
+/// weights, `model` ends with the best epoch's weights.
+pub fn fit<M: ImageClassifier>(
+    model: &mut M,
+    train: &Prepared,
+    validation: Option<&Prepared>,
+    config: &TrainConfig,
+    observer: &mut dyn TrainObserver,
+) -> Result<History, TrainError> {
+    config.validate(validation.is_some())?;
+    check_input(model, train)?;
+    if let Some(v) = validation {
+        check_input(model, v)?;
+    }
+    if train.is_empty() {
+        return Err(TrainError::Config {
+            name: "data".into(),
+            message: "no training images".into(),
+        });
+    }
+    let device = Cpu::default();
+    let shape = model.input_shape();
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut optimizer = Adam::new(config.learning_rate);
+    let steps = train.len().div_ceil(config.batch_size);
+    let mut history = History::default();
+    let mut best: Option<(f64, usize, M)> = None;
+
+    for epoch in 1..=config.epochs {
+        let started = Instant::now();
+        order.shuffle(&mut rng);
+        observer.on_epoch_start(epoch, config.epochs, steps);
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        for (step, indices) in order.chunks(config.batch_size).enumerate() {
+            let x = batch_tensor(&device, train, indices, shape);
+            let labels: Vec<u8> = indices.iter().map(|&i| train.labels[i]).collect();
+            let targets =
+                device.tensor_from_vec(one_hot(&labels), (indices.len(), NUM_CLASSES));
+            // A fresh gradient store per step: dfdx cannot mark run-time-shaped parameters as
+            // leaves from outside the crate, so intermediate gradients are dropped with it.
+            let logits = model.forward(x.traced(Gradients::leaky()));
+            let logit_values = logits.as_vec();
+            let loss = cross_entropy_with_logits_loss(logits, targets);
+            let loss_value = loss.array();
+            if !loss_value.is_finite() {
+                return Err(TrainError::Diverged {
+                    epoch,
+                    step: step + 1,
+                    value: loss_value,
+                    learning_rate: config.learning_rate,
+                });
+            }
+            let mut grads = loss.backward();
+            optimizer
+                .update(model, &mut grads)
+                .map_err(|e| TrainError::Device(e.to_string()))?;
+
+            loss_sum += loss_value as f64 * indices.len() as f64;
+            seen += indices.len();
+            correct += logit_values
+                .chunks_exact(NUM_CLASSES)
+                .zip(&labels)
+                .filter(|(row, &label)| argmax(row) == label)
+                .count();
+            observer.on_batch(step + 1, loss_sum / seen as f64, correct as f64 / seen as f64);
+        }
+        let (val_loss, val_accuracy) = match validation {
+            Some(v) => {
+                let e = evaluate(model, v, 1000)?;
+                (Some(e.loss), Some(e.accuracy))
+            }
+            None => (None, None),
+        };
+        let record = EpochRecord {
+            epoch,
+            loss: loss_sum / seen as f64,
+            accuracy: correct as f64 / seen as f64,
+            val_loss,
+            val_accuracy,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        observer.on_epoch_end(&record);
+        history.epochs.push(record.clone());
+
+        if let Some(stopping) = &config.early_stopping {
+            let value = stopping.monitor.value(&record);
+            let improved = best
+                .as_ref()
+                .is_none_or(|(best_value, _, _)| value < best_value - stopping.min_delta);
+            if improved {
+                best = Some((value, epoch, model.clone()));
+            }
+            let best_epoch = best.as_ref().map_or(epoch, |b| b.1);
+            if epoch - best_epoch >= stopping.patience && epoch < config.epochs {
+                history.stopped_early = true;
+                break;
+            }
+        }
+    }
+    if let (Some(stopping), Some((_, best_epoch, best_model))) = (&config.early_stopping, best) {
+        history.best_epoch = Some(best_epoch);
+        if stopping.restore_best_weights && best_epoch != history.epochs.len() {
+            *model = best_model;
+            history.restored_best = true;
+        }
+        if history.stopped_early {
+            observer.on_early_stop(best_epoch, history.restored_best);
+        }
+    }
+    Ok(history)
+}
+
+/// Loss, accuracy, predictions and class probabilities of a model on a dataset.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub predicted: Vec<u8>,
+    /// Softmax probabilities, 10 per image.
+    pub probabilities: Vec<f32>,
+}
+
+impl Evaluation {
+    pub fn confusion_matrix(&self, truth: &[u8]) -> ConfusionMatrix {
+        ConfusionMatrix::new(truth, &self.predicted)
+    }
+}
+
+/// Softmax probabilities (10 per image) for `pixels` holding whole images in the model's input
+/// shape, computed in batches of `batch_size`.
+pub fn predict_proba<M: ImageClassifier>(model: &M, pixels: &[f32], batch_size: usize) -> Vec<f32> {
+    let device = Cpu::default();
+    let (c, h, w) = model.input_shape();
+    let image_len = c * h * w;
+    let mut out = Vec::with_capacity(pixels.len() / image_len * NUM_CLASSES);
+    for chunk in pixels.chunks(batch_size.max(1) * image_len) {
+        let n = chunk.len() / image_len;
+        let x: Tensor4 = device.tensor_from_vec(chunk.to_vec(), (n, c, h, w));
+        out.extend(model.forward(x).softmax::<Axis<1>>().as_vec());
+    }
+    out
+}
+
+/// Evaluates `model` on `data` (mean categorical cross-entropy and accuracy).
+pub fn evaluate<M: ImageClassifier>(
+    model: &M,
+    data: &Prepared,
+    batch_size: usize,
+) -> Result<Evaluation, TrainError> {
+    check_input(model, data)?;
+    let probabilities = predict_proba(model, &data.pixels, batch_size);
+    let mut loss = 0.0f64;
+    let mut predicted = Vec::with_capacity(data.len());
+    for (row, &label) in probabilities.chunks_exact(NUM_CLASSES).zip(&data.labels) {
+        loss -= (row[label as usize].max(1e-7) as f64).ln();
+        predicted.push(argmax(row));
+    }
+    let correct = predicted
+        .iter()
+        .zip(&data.labels)
+        .filter(|(p, t)| p == t)
+        .count();
+    let n = data.len().max(1) as f64;
+    Ok(Evaluation {
+        loss: loss / n,
+        accuracy: correct as f64 / n,
+        predicted,
+        probabilities,
+    })
+}
