@@ -1,1 +1,595 @@
-fn main() {}
+//! `fashion-mnist`: the command-line face of the library. Results go to stdout; progress and
+//! diagnostics to stderr.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dfdx::prelude::Cpu;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use fashion_mnist::data::prepare::{self, Prepared};
+use fashion_mnist::data::{self, eda, source, Dataset, FashionMnist, Verification, CLASS_NAMES};
+use fashion_mnist::models::{ImageClassifier, LeNet5, LeNet5Config};
+use fashion_mnist::training::{
+    self, checkpoint, EarlyStopping, EpochRecord, Monitor, TrainConfig, TrainObserver,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "fashion-mnist",
+    version,
+    about = "Fashion-MNIST classification in Rust: the Kaggle LeNet-5 study, reproduced with dfdx",
+    after_help = "Examples:\n  fashion-mnist data\n  fashion-mnist eda\n  fashion-mnist train --epochs 30 --early-stopping --out runs/lenet5\n  fashion-mnist evaluate --checkpoint runs/lenet5/model.safetensors\n  fashion-mnist predict --checkpoint runs/lenet5/model.safetensors shoe.jpg\n  fashion-mnist bench --keras /path/to/python3"
+)]
+struct Cli {
+    /// Worker threads (default: all cores)
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct DataSource {
+    /// Directory with the IDX files (.gz or raw) or Kaggle CSVs, or a Kaggle-format CSV file.
+    /// Default: ./data/fashion-mnist, then /usr/share/datasets/fashion-mnist
+    #[arg(long, value_name = "PATH")]
+    data: Option<PathBuf>,
+    /// Download from Zalando's mirror (or $FASHION_MNIST_MIRROR) when no local copy is found
+    #[arg(long)]
+    download: bool,
+}
+
+impl DataSource {
+    fn load(&self) -> Result<FashionMnist> {
+        let loaded = source::find_and_load(self.data.as_deref(), self.download)?;
+        if let Verification::Mismatch(files) = &loaded.verification {
+            eprintln!(
+                "warning: these files differ from the published Fashion-MNIST: {}",
+                files.join(", ")
+            );
+        }
+        Ok(loaded)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Where the data was found, counts per split and class, and whether it verified
+    Data(DataArgs),
+    /// The walkthrough's exploratory checks: shape, head, missing values, duplicates, classes
+    Eda(EdaArgs),
+    /// Train LeNet-5 (or the modified LeNet-5) and evaluate it on the test set
+    Train(TrainArgs),
+    /// Evaluate a checkpoint on the 10,000-image test set
+    Evaluate(EvaluateArgs),
+    /// Classify pictures (PNG/JPEG) with a checkpoint: top-3 classes
+    Predict(PredictArgs),
+    /// Time LeNet-5 training epochs (optionally beside the walkthrough's Keras code)
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct DataArgs {
+    #[command(flatten)]
+    source: DataSource,
+    #[command(subcommand)]
+    action: Option<DataAction>,
+}
+
+#[derive(Subcommand)]
+enum DataAction {
+    /// Write the data as Kaggle-format CSV (fashion-mnist_train.csv, fashion-mnist_test.csv)
+    ExportCsv {
+        #[command(flatten)]
+        source: DataSource,
+        /// Output directory
+        #[arg(long, default_value = "data/csv")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct EdaArgs {
+    #[command(flatten)]
+    source: DataSource,
+    /// Rows of the head to show
+    #[arg(long, default_value_t = 5)]
+    rows: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModelName {
+    /// The walkthrough's LeNet-5 (dense 120)
+    Lenet5,
+    /// LeNet-5 with the first dense layer's width from --dense-units
+    Lenet5Modified,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MonitorArg {
+    ValLoss,
+    ValAccuracy,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    source: DataSource,
+    #[arg(long, value_enum, default_value = "lenet5")]
+    model: ModelName,
+    /// First dense layer's width (lenet5-modified)
+    #[arg(long, default_value_t = 120)]
+    dense_units: usize,
+    #[arg(long, default_value_t = 8)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    learning_rate: f64,
+    /// Seeds the split, the initialization and the shuffling
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Fraction of the training images held out for validation
+    #[arg(long, default_value_t = 0.2)]
+    validation_split: f64,
+    /// Keep class proportions in the split
+    #[arg(long)]
+    stratify: bool,
+    /// Stop when the monitored value stops improving and restore the best weights
+    #[arg(long)]
+    early_stopping: bool,
+    /// Epochs without improvement before stopping
+    #[arg(long, default_value_t = 3)]
+    patience: usize,
+    #[arg(long, value_enum, default_value = "val-loss")]
+    monitor: MonitorArg,
+    /// Use only the first N training images (quick runs)
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Output directory: config.json, history.json/csv, model.safetensors, metrics.json
+    #[arg(long, default_value = "runs/lenet5")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    #[command(flatten)]
+    source: DataSource,
+    #[arg(long)]
+    checkpoint: PathBuf,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Pictures to classify (PNG or JPEG)
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    source: DataSource,
+    /// Training images per epoch (the walkthrough's 80% split: 48,000)
+    #[arg(long, default_value_t = 48_000)]
+    images: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Epochs to time (the first includes warm-up)
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
+    /// Python with TensorFlow: also time the walkthrough's Keras LeNet-5 on the same images
+    #[arg(long, value_name = "PYTHON")]
+    keras: Option<PathBuf>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Some(threads) = cli.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .expect("thread pool is configured once");
+    }
+    let result = match cli.command {
+        Command::Data(args) => run_data(args),
+        Command::Eda(args) => run_eda(args),
+        Command::Train(args) => run_train(args),
+        Command::Evaluate(args) => run_evaluate(args),
+        Command::Predict(args) => run_predict(args),
+        Command::Bench(args) => run_bench(args),
+    };
+    if let Err(error) = result {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run_data(args: DataArgs) -> Result<()> {
+    if let Some(DataAction::ExportCsv { source, out }) = args.action {
+        let loaded = source.load()?;
+        let train_path = out.join(source::KAGGLE_TRAIN_CSV);
+        data::csv::write_kaggle_csv(&loaded.train, &train_path)?;
+        println!("wrote {} ({} rows)", train_path.display(), loaded.train.len());
+        if let Some(test) = &loaded.test {
+            let test_path = out.join(source::KAGGLE_TEST_CSV);
+            data::csv::write_kaggle_csv(test, &test_path)?;
+            println!("wrote {} ({} rows)", test_path.display(), test.len());
+        }
+        return Ok(());
+    }
+    let loaded = args.source.load()?;
+    let located = &loaded.located;
+    println!("source:   {} ({:?})", located.origin, located.format);
+    println!("train:    {}", located.train.display());
+    if let Some(p) = &located.train_labels {
+        println!("          {}", p.display());
+    }
+    for p in [&located.test, &located.test_labels].into_iter().flatten() {
+        println!("test:     {}", p.display());
+    }
+    println!(
+        "verified: {}",
+        match &loaded.verification {
+            Verification::Verified => "yes (SHA-256 of the decompressed files matches)".to_string(),
+            Verification::Mismatch(files) => format!("NO, differs: {}", files.join(", ")),
+            Verification::NotApplicable => "n/a (CSV input has no published checksum)".to_string(),
+        }
+    );
+    println!();
+    let splits: Vec<(&str, &Dataset)> = std::iter::once(("train", &loaded.train))
+        .chain(loaded.test.iter().map(|t| ("test", t)))
+        .collect();
+    print!("{:<14}", "class");
+    for (name, _) in &splits {
+        print!("{name:>8}");
+    }
+    println!();
+    let counts: Vec<_> = splits.iter().map(|(_, d)| d.class_counts()).collect();
+    for (c, class) in CLASS_NAMES.iter().enumerate() {
+        print!("{c} {class:<12}");
+        for count in &counts {
+            print!("{:>8}", count[c]);
+        }
+        println!();
+    }
+    print!("{:<14}", "total");
+    for (_, d) in &splits {
+        print!("{:>8}", d.len());
+    }
+    println!();
+    Ok(())
+}
+
+fn run_eda(args: EdaArgs) -> Result<()> {
+    let loaded = args.source.load()?;
+    let df = eda::to_dataframe(&loaded.train)?;
+    println!("shape: {:?}", df.shape());
+    println!("{}", eda::head_preview(&df, args.rows)?);
+    let (missing, total) = eda::missing_values(&df);
+    println!("missing values: {total} in all");
+    for (column, n) in missing.iter().take(20) {
+        println!("  {column}: {n}");
+    }
+    let duplicates = eda::duplicate_count(&df)?;
+    println!("duplicate rows: {duplicates}");
+    if duplicates > 0 {
+        let deduplicated = eda::drop_duplicates(&df)?;
+        println!("after dropping duplicates: {:?}", deduplicated.shape());
+    }
+    println!("{}", eda::class_counts(&df)?);
+    Ok(())
+}
+
+/// A progress bar per epoch (rate and ETA) and one summary line per epoch, on stderr.
+struct ProgressObserver {
+    bar: Option<ProgressBar>,
+    epoch: usize,
+    epochs: usize,
+}
+
+impl TrainObserver for ProgressObserver {
+    fn on_epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        let bar = ProgressBar::new(steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} steps, {per_sec}, ETA {eta} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{epoch}/{epochs}"));
+        self.bar = Some(bar);
+        self.epoch = epoch;
+        self.epochs = epochs;
+    }
+
+    fn on_batch(&mut self, step: usize, running_loss: f64, running_accuracy: f64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(step as u64);
+            if step % 50 == 0 {
+                bar.set_message(format!(
+                    "loss {running_loss:.4} accuracy {running_accuracy:.4}"
+                ));
+            }
+        }
+    }
+
+    fn on_epoch_end(&mut self, record: &EpochRecord) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        eprintln!("{record}");
+    }
+
+    fn on_early_stop(&mut self, best_epoch: usize, restored: bool) {
+        eprintln!(
+            "early stopping after epoch {}: best epoch {best_epoch}{}",
+            self.epoch,
+            if restored { ", its weights restored" } else { "" }
+        );
+    }
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn run_train(args: TrainArgs) -> Result<()> {
+    let started = Instant::now();
+    let config = LeNet5Config {
+        dense1_units: match args.model {
+            ModelName::Lenet5 if args.dense_units != 120 => {
+                bail!("--dense-units {} needs --model lenet5-modified", args.dense_units)
+            }
+            _ => args.dense_units,
+        },
+    };
+    if config.dense1_units == 0 {
+        bail!("--dense-units must be at least 1");
+    }
+    if !(0.0..1.0).contains(&args.validation_split) {
+        bail!("--validation-split must be in [0, 1), got {}", args.validation_split);
+    }
+    let loaded = args.source.load()?;
+    let mut train_set = loaded.train.clone();
+    if let Some(limit) = args.limit {
+        train_set = train_set.head(limit);
+    }
+    let all = Prepared::from_dataset(&train_set);
+    let split =
+        prepare::train_validation_split(&all.labels, args.validation_split, args.seed, args.stratify);
+    let train = all.subset(&split.train);
+    let validation = (!split.validation.is_empty()).then(|| all.subset(&split.validation));
+    eprintln!(
+        "data: {} training, {} validation images from {}",
+        train.len(),
+        validation.as_ref().map_or(0, |v| v.len()),
+        loaded.located.origin
+    );
+
+    let device = Cpu::default();
+    let mut model = LeNet5::new(&device, config, args.seed);
+    println!("{}", model.summary());
+    let train_config = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        seed: args.seed,
+        early_stopping: args.early_stopping.then(|| EarlyStopping {
+            monitor: match args.monitor {
+                MonitorArg::ValLoss => Monitor::ValLoss,
+                MonitorArg::ValAccuracy => Monitor::ValAccuracy,
+            },
+            ..EarlyStopping::new(args.patience)
+        }),
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    write_json(
+        &args.out.join("config.json"),
+        &serde_json::json!({
+            "model": model.architecture(),
+            "model_config": model.config_json(),
+            "train": train_config,
+            "validation_split": args.validation_split,
+            "stratify": args.stratify,
+            "limit": args.limit,
+            "data": loaded.located,
+            "verification": loaded.verification,
+            "threads": rayon::current_num_threads(),
+            "version": env!("CARGO_PKG_VERSION"),
+        }),
+    )?;
+    let mut observer = ProgressObserver {
+        bar: None,
+        epoch: 0,
+        epochs: 0,
+    };
+    let history = training::fit(
+        &mut model,
+        &train,
+        validation.as_ref(),
+        &train_config,
+        &mut observer,
+    )?;
+    history.save(&args.out)?;
+    let checkpoint_path = args.out.join("model.safetensors");
+    checkpoint::save(&model, &checkpoint_path)?;
+
+    let mut metrics = serde_json::json!({
+        "epochs_run": history.epochs.len(),
+        "best_epoch": history.best_epoch,
+        "train_seconds": history.total_seconds(),
+    });
+    if let Some(record) = history.final_record() {
+        metrics["val_loss"] = serde_json::json!(record.val_loss);
+        metrics["val_accuracy"] = serde_json::json!(record.val_accuracy);
+        if let (Some(loss), Some(acc)) = (record.val_loss, record.val_accuracy) {
+            println!("validation: accuracy {acc:.4}, loss {loss:.4} (epoch {})", record.epoch);
+        }
+    }
+    if let Some(test) = &loaded.test {
+        let test = Prepared::from_dataset(test);
+        let evaluation = training::evaluate(&model, &test, 1000)?;
+        let confusion = evaluation.confusion_matrix(&test.labels);
+        println!(
+            "test:       accuracy {:.4}, loss {:.4} ({} images)",
+            evaluation.accuracy,
+            evaluation.loss,
+            test.len()
+        );
+        println!("\n{}", confusion.report());
+        metrics["test_accuracy"] = serde_json::json!(evaluation.accuracy);
+        metrics["test_loss"] = serde_json::json!(evaluation.loss);
+        metrics["confusion_matrix"] = serde_json::json!(confusion);
+        metrics["classification_report"] = serde_json::json!(confusion.report());
+    }
+    metrics["wall_seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
+    write_json(&args.out.join("metrics.json"), &metrics)?;
+    println!(
+        "\nwrote {} (checkpoint, history.json/csv, config.json, metrics.json)",
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn run_evaluate(args: EvaluateArgs) -> Result<()> {
+    let model = checkpoint::load_lenet5(&Cpu::default(), &args.checkpoint)?;
+    let loaded = args.source.load()?;
+    let Some(test) = &loaded.test else {
+        bail!(
+            "no test set next to {} (the IDX t10k files or {})",
+            loaded.located.train.display(),
+            source::KAGGLE_TEST_CSV
+        );
+    };
+    let test = Prepared::from_dataset(test);
+    let evaluation = training::evaluate(&model, &test, 1000)?;
+    let confusion = evaluation.confusion_matrix(&test.labels);
+    println!(
+        "test accuracy {:.4}, loss {:.4} ({} images)\n",
+        evaluation.accuracy,
+        evaluation.loss,
+        test.len()
+    );
+    println!("{confusion}");
+    println!("{}", confusion.report());
+    Ok(())
+}
+
+fn run_predict(args: PredictArgs) -> Result<()> {
+    let model = checkpoint::load_lenet5(&Cpu::default(), &args.checkpoint)?;
+    for path in &args.images {
+        let picture =
+            image::open(path).with_context(|| format!("reading picture {}", path.display()))?;
+        let pixels = prepare::picture_to_pixels(&picture);
+        let probabilities = training::predict_proba(&model, &pixels, 1);
+        let mut ranked: Vec<(usize, f32)> = probabilities.iter().copied().enumerate().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let top: Vec<String> = ranked
+            .iter()
+            .take(3)
+            .map(|(c, p)| format!("{} {:.1}%", CLASS_NAMES[*c], p * 100.0))
+            .collect();
+        println!("{}: {}", path.display(), top.join(", "));
+    }
+    Ok(())
+}
+
+fn run_bench(args: BenchArgs) -> Result<()> {
+    let loaded = args.source.load()?;
+    if loaded.train.len() < args.images {
+        bail!(
+            "--images {} is more than the {} training images",
+            args.images,
+            loaded.train.len()
+        );
+    }
+    let all = Prepared::from_dataset(&loaded.train);
+    let split = prepare::train_validation_split(&all.labels, 0.2, 42, false);
+    let indices: Vec<usize> = split
+        .train
+        .iter()
+        .chain(&split.validation)
+        .copied()
+        .take(args.images)
+        .collect();
+    let train = all.subset(&indices);
+    let device = Cpu::default();
+    let mut model = LeNet5::new(&device, LeNet5Config::default(), 42);
+    let config = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        ..TrainConfig::default()
+    };
+    eprintln!(
+        "timing {} epoch(s) of {} images, batch {}, {} threads",
+        args.epochs,
+        train.len(),
+        args.batch_size,
+        rayon::current_num_threads()
+    );
+    let history = training::fit(&mut model, &train, None, &config, &mut training::Silent)?;
+    let mut rows: Vec<(String, usize, f64)> = history
+        .epochs
+        .iter()
+        .map(|r| ("fashion-mnist (dfdx, CPU)".to_string(), r.epoch, r.seconds))
+        .collect();
+    if let Some(python) = &args.keras {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/keras_lenet5_bench.py");
+        let data_dir = loaded
+            .located
+            .train
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        eprintln!("timing Keras: {} {}", python.display(), script.display());
+        let output = std::process::Command::new(python)
+            .arg(&script)
+            .arg("--data")
+            .arg(&data_dir)
+            .args(["--images", &args.images.to_string()])
+            .args(["--batch-size", &args.batch_size.to_string()])
+            .args(["--epochs", &args.epochs.to_string()])
+            .output()
+            .with_context(|| format!("running {}", python.display()))?;
+        if !output.status.success() {
+            bail!(
+                "the Keras benchmark failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            if let Some(rest) = line.strip_prefix("epoch_seconds ") {
+                let mut parts = rest.split_whitespace();
+                if let (Some(e), Some(s)) = (parts.next(), parts.next()) {
+                    rows.push(("Keras / TensorFlow (walkthrough code)".into(), e.parse()?, s.parse()?));
+                }
+            }
+        }
+    }
+    println!(
+        "{:<40} {:>6} {:>8} {:>6} {:>10} {:>10}",
+        "system", "epoch", "images", "batch", "seconds", "images/s"
+    );
+    for (system, epoch, seconds) in &rows {
+        println!(
+            "{:<40} {:>6} {:>8} {:>6} {:>10.2} {:>10.0}",
+            system,
+            epoch,
+            args.images,
+            args.batch_size,
+            seconds,
+            args.images as f64 / seconds
+        );
+    }
+    Ok(())
+}

@@ -205,3 +205,34 @@ pub fn resize_gray_to_rgb(pixels: &[f32], side: usize) -> Vec<f32> {
     }
     out
 }
+
+/// Turns any picture into a Fashion-MNIST-like input: gray, dark background (inverted when the
+/// picture's border is light, as in product photos), fitted into 28x28 keeping its aspect ratio
+/// and centred, scaled to 0..1.
+pub fn picture_to_pixels(picture: &image::DynamicImage) -> Vec<f32> {
+    let gray = picture.to_luma8();
+    let (w, h) = gray.dimensions();
+    let border: Vec<u8> = (0..w)
+        .flat_map(|x| [gray.get_pixel(x, 0)[0], gray.get_pixel(x, h - 1)[0]])
+        .chain((0..h).flat_map(|y| [gray.get_pixel(0, y)[0], gray.get_pixel(w - 1, y)[0]]))
+        .collect();
+    let border_mean = border.iter().map(|&v| v as f64).sum::<f64>() / border.len().max(1) as f64;
+    let mut gray = gray;
+    if border_mean > 127.0 {
+        image::imageops::invert(&mut gray);
+    }
+    let side = IMAGE_SIDE as u32;
+    let scale = side as f64 / w.max(h) as f64;
+    let new_w = ((w as f64 * scale).round() as u32).clamp(1, side);
+    let new_h = ((h as f64 * scale).round() as u32).clamp(1, side);
+    let resized =
+        image::imageops::resize(&gray, new_w, new_h, image::imageops::FilterType::Triangle);
+    let mut canvas = image::GrayImage::new(side, side);
+    image::imageops::overlay(
+        &mut canvas,
+        &resized,
+        ((side - new_w) / 2) as i64,
+        ((side - new_h) / 2) as i64,
+    );
+    canvas.pixels().map(|p| p[0] as f32 / 255.0).collect()
+}

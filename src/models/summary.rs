@@ -54,12 +54,12 @@ impl fmt::Display for ModelSummary {
         let rule = "=".repeat(65);
         writeln!(f, "Model: \"{}\"", self.name)?;
         writeln!(f, "{}", "_".repeat(65))?;
-        writeln!(f, "{:<29}{:<26}{:>10}", "Layer (type)", "Output Shape", "Param #")?;
+        writeln!(f, "{:<33}{:<24}{:>10}", "Layer (type)", "Output Shape", "Param #")?;
         writeln!(f, "{rule}")?;
         for (i, layer) in self.layers.iter().enumerate() {
             writeln!(
                 f,
-                "{:<29}{:<26}{:>10}",
+                "{:<33}{:<24}{:>10}",
                 format!("{} ({})", layer.name, layer.kind),
                 shape_text(&layer.output_shape),
                 thousands(layer.params)
