@@ -25,6 +25,14 @@ pub fn write_atomically(
         fill(&mut writer).map_err(|e| DataError::io(path, e))?;
         writer.flush().map_err(|e| DataError::io(path, e))?;
     }
+    // Temporary files are created private (0600); give the result ordinary permissions.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        temp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| DataError::io(path, e))?;
+    }
     temp.as_file()
         .sync_all()
         .map_err(|e| DataError::io(path, e))?;

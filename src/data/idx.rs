@@ -13,6 +13,7 @@ const IMAGES_MAGIC: u32 = 0x0000_0803;
 const LABELS_MAGIC: u32 = 0x0000_0801;
 
 /// The decompressed bytes of a file and their SHA-256 (hex), read from `.gz` or raw.
+#[derive(Debug)]
 pub struct RawFile {
     pub bytes: Vec<u8>,
     pub sha256: String,

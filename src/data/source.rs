@@ -259,17 +259,19 @@ pub fn find_and_load(user_path: Option<&Path>, download: bool) -> DataResult<Fas
 pub fn download_all(mirror: &str, dest: &Path) -> DataResult<Vec<PathBuf>> {
     IDX_FILES
         .iter()
-        .map(|(name, size, sha)| download_verified(mirror, name, *size, sha, dest))
+        .map(|(name, _, _)| download_file(mirror, name, dest))
         .collect()
 }
 
-fn download_verified(
-    mirror: &str,
-    name: &str,
-    size: u64,
-    sha256: &str,
-    dest: &Path,
-) -> DataResult<PathBuf> {
+/// Downloads `{mirror}/{name}.gz` into `dest/{name}.gz`, where `name` is one of
+/// [`IDX_FILES`]. The file appears under its final name only after its decompressed content
+/// matched the published SHA-256; on any failure nothing is left behind.
+pub fn download_file(mirror: &str, name: &str, dest: &Path) -> DataResult<PathBuf> {
+    let (_, size, sha256) = IDX_FILES
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .ok_or_else(|| DataError::invalid(name, "not one of the four Fashion-MNIST files"))?;
+    let (size, sha256) = (*size, *sha256);
     let target = dest.join(format!("{name}.gz"));
     if target.is_file() {
         if let Ok(existing) = idx::read_maybe_gz(&target) {

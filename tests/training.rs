@@ -1,0 +1,205 @@
+//! LeNet-5: parameter count, learning on real images, determinism, early stopping,
+//! checkpoint round-trip, divergence detection.
+
+use std::path::Path;
+
+use dfdx::prelude::*;
+use fashion_mnist::data::prepare::{train_validation_split, Prepared};
+use fashion_mnist::data::{csv, source, Dataset};
+use fashion_mnist::models::{ImageClassifier, LeNet5, LeNet5Config, ParamVisitor};
+use fashion_mnist::training::{self, checkpoint, EarlyStopping, Silent, TrainConfig};
+use fashion_mnist::TrainError;
+
+/// A few thousand real training images when the Debian package is installed (CI installs
+/// it), else the committed 200-image sample.
+fn real_train_and_heldout() -> (Dataset, Dataset) {
+    let debian = Path::new(source::DEBIAN_DATA_DIR);
+    if debian.join("train-images-idx3-ubyte.gz").is_file() {
+        let loaded = source::load(&source::locate(Some(debian)).unwrap()).unwrap();
+        (loaded.train.head(4000), loaded.test.unwrap().head(1000))
+    } else {
+        eprintln!("note: real IDX files not installed; using the 200-image sample");
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
+        (
+            csv::read_kaggle_csv(&sample.join("fashion-mnist_train.csv")).unwrap(),
+            csv::read_kaggle_csv(&sample.join("fashion-mnist_test.csv")).unwrap(),
+        )
+    }
+}
+
+struct Count(usize, Vec<String>);
+impl ParamVisitor for Count {
+    type Error = ();
+    fn visit<S: Shape>(&mut self, name: &str, t: &Tensor<S, f32, Cpu>) -> Result<(), ()> {
+        self.0 += t.shape().num_elements();
+        self.1.push(name.to_string());
+        Ok(())
+    }
+}
+
+#[test]
+fn lenet5_has_the_walkthroughs_44426_parameters() {
+    let model = LeNet5::new(&Cpu::default(), LeNet5Config::default(), 0);
+    let mut count = Count(0, Vec::new());
+    model.visit_params(&mut count).unwrap();
+    assert_eq!(count.0, 44_426);
+    assert_eq!(model.param_count(), 44_426);
+    let summary = model.summary().to_string();
+    for expected in [
+        "(None, 24, 24, 6)",
+        "(None, 4, 4, 16)",
+        "(None, 256)",
+        "30,840",
+        "Total params: 44,426",
+    ] {
+        assert!(summary.contains(expected), "{expected} missing from\n{summary}");
+    }
+    let modified = LeNet5::new(&Cpu::default(), LeNet5Config { dense1_units: 96 }, 0);
+    let mut count = Count(0, Vec::new());
+    modified.visit_params(&mut count).unwrap();
+    assert_eq!(count.0, 44_426 - 24 * (256 + 1 + 84));
+    assert_eq!(modified.param_count(), count.0);
+}
+
+#[test]
+fn training_on_real_images_learns_well_above_chance() {
+    let (train_set, heldout_set) = real_train_and_heldout();
+    let train = Prepared::from_dataset(&train_set);
+    let heldout = Prepared::from_dataset(&heldout_set);
+    let mut model = LeNet5::new(&Cpu::default(), LeNet5Config::default(), 1);
+    let before = training::evaluate(&model, &heldout, 500).unwrap().accuracy;
+    let epochs = if train.len() >= 4000 { 3 } else { 15 };
+    let config = TrainConfig {
+        epochs,
+        ..TrainConfig::default()
+    };
+    let history = training::fit(&mut model, &train, None, &config, &mut Silent).unwrap();
+    let after = training::evaluate(&model, &heldout, 500).unwrap();
+    eprintln!("held-out accuracy {before:.3} -> {:.3}", after.accuracy);
+    assert!(after.accuracy > 0.7, "held-out accuracy {}", after.accuracy);
+    assert!(history.epochs.last().unwrap().loss < history.epochs[0].loss);
+    let confusion = after.confusion_matrix(&heldout.labels);
+    assert_eq!(confusion.total() as usize, heldout.len());
+    assert!((confusion.accuracy() - after.accuracy).abs() < 1e-12);
+}
+
+fn small_split() -> (Prepared, Prepared) {
+    let (train_set, _) = real_train_and_heldout();
+    let all = Prepared::from_dataset(&train_set.head(1200));
+    let split = train_validation_split(&all.labels, 0.25, 42, false);
+    (all.subset(&split.train), all.subset(&split.validation))
+}
+
+#[test]
+fn same_seed_gives_the_same_history() {
+    let (train, validation) = small_split();
+    let run = |seed: u64| {
+        let mut model = LeNet5::new(&Cpu::default(), LeNet5Config::default(), seed);
+        let config = TrainConfig {
+            epochs: 2,
+            seed,
+            ..TrainConfig::default()
+        };
+        let history =
+            training::fit(&mut model, &train, Some(&validation), &config, &mut Silent).unwrap();
+        history
+            .epochs
+            .iter()
+            .map(|r| (r.loss, r.accuracy, r.val_loss, r.val_accuracy))
+            .collect::<Vec<_>>()
+    };
+    let first = run(5);
+    assert_eq!(first, run(5));
+    assert_ne!(first, run(6));
+}
+
+#[test]
+fn early_stopping_restores_the_best_weights() {
+    let (train, validation) = small_split();
+    let mut model = LeNet5::new(&Cpu::default(), LeNet5Config::default(), 3);
+    let config = TrainConfig {
+        epochs: 40,
+        learning_rate: 3e-3,
+        early_stopping: Some(EarlyStopping::new(2)),
+        ..TrainConfig::default()
+    };
+    let history = training::fit(&mut model, &train, Some(&validation), &config, &mut Silent).unwrap();
+    let best_epoch = history.best_epoch.unwrap();
+    let best = &history.epochs[best_epoch - 1];
+    let min_loss = history
+        .epochs
+        .iter()
+        .map(|r| r.val_loss.unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(best.val_loss.unwrap(), min_loss);
+    assert!(history.stopped_early, "40 epochs on 900 images must overfit");
+    assert_eq!(history.epochs.len(), best_epoch + 2);
+    assert!(history.restored_best);
+    let now = training::evaluate(&model, &validation, 1000).unwrap();
+    assert!((now.loss - best.val_loss.unwrap()).abs() < 1e-9, "weights of epoch {best_epoch}");
+}
+
+#[test]
+fn checkpoint_round_trip_is_bit_identical() {
+    let (train, validation) = small_split();
+    let mut model = LeNet5::new(&Cpu::default(), LeNet5Config { dense1_units: 80 }, 9);
+    training::fit(&mut model, &train, None, &TrainConfig { epochs: 1, ..Default::default() }, &mut Silent)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    checkpoint::save(&model, &path).unwrap();
+    let loaded = checkpoint::load_lenet5(&Cpu::default(), &path).unwrap();
+    assert_eq!(loaded.config, model.config);
+    let pairs = [
+        (&loaded.conv1_weight, &model.conv1_weight),
+        (&loaded.conv2_weight, &model.conv2_weight),
+    ];
+    for (a, b) in pairs {
+        assert_eq!(a.as_vec(), b.as_vec());
+    }
+    assert_eq!(loaded.dense1_weight.as_vec(), model.dense1_weight.as_vec());
+    assert_eq!(loaded.dense3_bias.as_vec(), model.dense3_bias.as_vec());
+    let p1 = training::predict_proba(&model, &validation.pixels, 100);
+    let p2 = training::predict_proba(&loaded, &validation.pixels, 100);
+    assert!(p1.iter().zip(&p2).all(|(a, b)| a.to_bits() == b.to_bits()));
+
+    // A checkpoint of another shape is refused with the differences listed.
+    let mut other = LeNet5::new(&Cpu::default(), LeNet5Config::default(), 0);
+    let err = checkpoint::load_into(&mut other, &path).unwrap_err().to_string();
+    assert!(err.contains("dense1.weight: shape [256, 80], expected [256, 120]"), "{err}");
+    assert!(err.contains("dense1.bias"), "{err}");
+    // A file that is not a checkpoint.
+    std::fs::write(&path, b"not a checkpoint").unwrap();
+    let err = checkpoint::load_lenet5(&Cpu::default(), &path).unwrap_err().to_string();
+    assert!(err.contains("not a valid safetensors file"), "{err}");
+}
+
+#[test]
+fn a_nan_loss_stops_training_with_a_message() {
+    let (train, _) = small_split();
+    let mut model = LeNet5::new(&Cpu::default(), LeNet5Config::default(), 0);
+    // What a diverged update leaves behind: a non-finite weight.
+    let mut bias = model.dense3_bias.as_vec();
+    bias[4] = f32::INFINITY;
+    model.dense3_bias.copy_from(&bias);
+    let config = TrainConfig {
+        epochs: 1,
+        batch_size: 1000,
+        ..TrainConfig::default()
+    };
+    match training::fit(&mut model, &train, None, &config, &mut Silent) {
+        Err(e @ TrainError::Diverged { epoch: 1, step: 1, .. }) => {
+            assert!(e.to_string().contains("lower learning rate"), "{e}")
+        }
+        other => panic!("expected divergence, got {other:?}"),
+    }
+    let err = training::fit(
+        &mut model,
+        &train,
+        None,
+        &TrainConfig { early_stopping: Some(EarlyStopping::new(1)), ..Default::default() },
+        &mut Silent,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("needs validation data"), "{err}");
+}
