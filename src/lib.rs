@@ -6,6 +6,7 @@ pub mod error;
 mod fsutil;
 pub mod models;
 pub mod ops;
+pub mod plots;
 pub mod training;
 
 pub use error::{DataError, TrainError};

@@ -150,7 +150,7 @@ struct TrainArgs {
     /// Use only the first N training images (quick runs)
     #[arg(long)]
     limit: Option<usize>,
-    /// Output directory: config.json, history.json/csv, model.safetensors, metrics.json
+    /// Output directory: config.json, history.json/csv, curves.svg, model.safetensors, metrics.json
     #[arg(long, default_value = "runs/lenet5")]
     out: PathBuf,
 }
@@ -421,6 +421,9 @@ fn run_train(args: TrainArgs) -> Result<()> {
         &mut observer,
     )?;
     history.save(&args.out)?;
+    let curves = fashion_mnist::plots::training_curves_svg(&history, "LeNet-5")
+        .map_err(|e| anyhow::anyhow!("drawing the training curves: {e}"))?;
+    std::fs::write(args.out.join("curves.svg"), curves)?;
     let checkpoint_path = args.out.join("model.safetensors");
     checkpoint::save(&model, &checkpoint_path)?;
 
@@ -455,7 +458,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     metrics["wall_seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
     write_json(&args.out.join("metrics.json"), &metrics)?;
     println!(
-        "\nwrote {} (checkpoint, history.json/csv, config.json, metrics.json)",
+        "\nwrote {} (model.safetensors, history.json/csv, curves.svg, config.json, metrics.json)",
         args.out.display()
     );
     Ok(())

@@ -1,0 +1,126 @@
+//! The command-line tool end to end on the committed 200-image sample.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample")
+}
+
+fn run(args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_fashion-mnist"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("binary runs");
+    output
+}
+
+fn stdout_of(args: &[&str]) -> String {
+    let output = run(args);
+    assert!(
+        output.status.success(),
+        "fashion-mnist {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn data_and_eda_describe_the_sample() {
+    let s = sample();
+    let out = stdout_of(&["data", "--data", s.to_str().unwrap()]);
+    assert!(out.contains("the path given (KaggleCsv)"), "{out}");
+    assert!(out.contains("verified: n/a"), "{out}");
+    assert!(out.contains("total              200     100"), "{out}");
+
+    let out = stdout_of(&["eda", "--data", s.to_str().unwrap(), "--rows", "3"]);
+    assert!(out.contains("shape: (200, 785)"), "{out}");
+    assert!(out.contains("duplicate rows: 0"), "{out}");
+    assert!(out.contains("missing values: 0"), "{out}");
+    assert!(out.contains("Ankle boot"), "{out}");
+}
+
+#[test]
+fn train_evaluate_predict_on_the_sample() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("run");
+    let out = stdout_of(&[
+        "train",
+        "--data",
+        s.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.contains("Total params: 44,426"), "{out}");
+    assert!(out.contains("test:       accuracy"), "{out}");
+    for file in ["config.json", "history.json", "history.csv", "metrics.json", "model.safetensors"] {
+        assert!(out_dir.join(file).is_file(), "{file} missing");
+    }
+    let history: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("history.json")).unwrap()).unwrap();
+    assert_eq!(history["epochs"].as_array().unwrap().len(), 2);
+    let csv = std::fs::read_to_string(out_dir.join("history.csv")).unwrap();
+    assert!(csv.starts_with("epoch,loss,accuracy,val_loss,val_accuracy,seconds\n1,"), "{csv}");
+
+    let checkpoint = out_dir.join("model.safetensors");
+    let out = stdout_of(&[
+        "evaluate",
+        "--data",
+        s.to_str().unwrap(),
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+    ]);
+    assert!(out.contains("test accuracy") && out.contains("(100 images)"), "{out}");
+    assert!(out.contains("macro avg"), "{out}");
+
+    // A product-photo-like picture: light background, 3x larger, not square.
+    let sample_set = fashion_mnist::data::csv::read_kaggle_csv(&s.join("fashion-mnist_test.csv")).unwrap();
+    let picture = image::GrayImage::from_fn(28 * 3, 28 * 4, |x, y| {
+        let (sx, sy) = (x / 3, (y / 4) as usize);
+        image::Luma([255 - sample_set.image(0)[sy * 28 + sx as usize]])
+    });
+    let picture_path = dir.path().join("boot.png");
+    picture.save(&picture_path).unwrap();
+    let out = stdout_of(&[
+        "predict",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        picture_path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.matches('%').count(), 3, "top-3: {out}");
+    assert!(out.starts_with(picture_path.to_str().unwrap()), "{out}");
+}
+
+#[test]
+fn export_csv_and_errors() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let out = stdout_of(&["data", "export-csv", "--data", s.to_str().unwrap(), "--out", dir.path().to_str().unwrap()]);
+    assert!(out.contains("(200 rows)"), "{out}");
+    assert_eq!(
+        std::fs::read(dir.path().join("fashion-mnist_train.csv")).unwrap(),
+        std::fs::read(s.join("fashion-mnist_train.csv")).unwrap()
+    );
+
+    // A bad CSV: exit code 1, the file, row and column on stderr.
+    let bad = dir.path().join("bad.csv");
+    let mut text = std::fs::read_to_string(s.join("fashion-mnist_test.csv")).unwrap();
+    text = text.replacen("\n9,0,0,0", "\n9,0,x,0", 1);
+    std::fs::write(&bad, text).unwrap();
+    let output = run(&["data", "--data", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("bad.csv: row 2, column pixel2"), "{err}");
+
+    let output = run(&["train", "--data", s.to_str().unwrap(), "--dense-units", "64"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("lenet5-modified"));
+
+    let output = run(&["evaluate", "--data", s.to_str().unwrap(), "--checkpoint", "/nonexistent.safetensors"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent.safetensors"));
+}
