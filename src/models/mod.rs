@@ -13,7 +13,7 @@ use crate::ops::{Tensor2, Tensor4};
 
 /// A network that maps a batch of images (B, C, H, W) to class logits (B, classes), whose
 /// parameters dfdx's optimizers, gradient allocation and checkpoints can walk.
-pub trait ImageClassifier: Clone {
+pub trait ImageClassifier: Clone + Send + Sync {
     /// Architecture name recorded in checkpoints (e.g. `lenet5`).
     fn architecture(&self) -> &'static str;
     /// Settings that, with the architecture, rebuild the same shapes (stored in checkpoints).

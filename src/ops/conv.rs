@@ -4,7 +4,7 @@ use dfdx::prelude::*;
 use rayon::prelude::*;
 
 use super::matmul::{matmul, MatRef};
-use super::{accumulate_grad, take_output_grad, Tensor1, Tensor4};
+use super::{accumulate_grad, contiguous_values, take_output_grad, Tensor1, Tensor4};
 
 /// Whether the backward pass computes the gradient of the convolution's input. The first layer
 /// of a network skips it: nothing upstream needs it, and it costs as much as the forward pass.
@@ -170,9 +170,9 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
     };
     let (x, mut tape) = x.split_tape();
     let device = x.device().clone();
-    let input = x.as_vec();
-    let weights = weight.as_vec();
-    let biases = bias.as_vec();
+    let input = contiguous_values(&x);
+    let weights = contiguous_values(weight);
+    let biases = contiguous_values(bias);
     let (patch, plane) = (geom.patch_len(), geom.out_plane());
 
     let mut output = vec![0.0f32; batch * geom.out_image()];

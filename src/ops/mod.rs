@@ -23,6 +23,20 @@ pub type Tensor1<T = NoneTape> = Tensor<(usize,), f32, Cpu, T>;
 /// A 2-D tensor (batch, features) on the CPU.
 pub type Tensor2<T = NoneTape> = Tensor<(usize, usize), f32, Cpu, T>;
 
+/// Work (elements) below which an op runs on the calling thread: waking the thread pool costs
+/// more than it saves on small tensors.
+const PARALLEL_THRESHOLD: usize = 1 << 15;
+
+/// The tensor's values in row-major order. dfdx's `as_vec` walks an index iterator element by
+/// element; this makes the tensor contiguous (free when it already is) and copies memory.
+fn contiguous_values<S: Shape>(tensor: &Tensor<S, f32, Cpu>) -> Vec<f32> {
+    let shape = *tensor.shape();
+    let contiguous = tensor.clone().reshape_like(&shape);
+    let mut values = vec![0.0; shape.num_elements()];
+    contiguous.copy_into(&mut values);
+    values
+}
+
 /// Adds `src` into the gradient of `tensor`, allocating it when absent.
 fn accumulate_grad<S: Shape, T>(
     grads: &mut Gradients<f32, Cpu>,

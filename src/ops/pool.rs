@@ -3,7 +3,7 @@
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
-use super::{accumulate_grad, take_output_grad, Tensor4};
+use super::{accumulate_grad, contiguous_values, take_output_grad, Tensor4, PARALLEL_THRESHOLD};
 
 /// Shapes of one pooling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +26,9 @@ impl Pool2dGeometry {
 
     /// Pools one plane; `argmax` receives the input index each output took its value from.
     fn pool_plane(&self, src: &[f32], dst: &mut [f32], argmax: &mut [u32]) {
+        if self.kernel == 2 && self.stride == 2 && self.padding == 0 {
+            return self.pool_plane_2x2(src, dst, argmax);
+        }
         let (oh, ow) = (self.out_height(), self.out_width());
         for oy in 0..oh {
             let y0 = (oy * self.stride) as isize - self.padding as isize;
@@ -56,6 +59,29 @@ impl Pool2dGeometry {
     }
 }
 
+impl Pool2dGeometry {
+    /// The common 2x2 window with stride 2, without the general path's bounds logic.
+    fn pool_plane_2x2(&self, src: &[f32], dst: &mut [f32], argmax: &mut [u32]) {
+        let (oh, ow, w) = (self.out_height(), self.out_width(), self.in_width);
+        for oy in 0..oh {
+            let top = 2 * oy * w;
+            let bottom = top + w;
+            for ox in 0..ow {
+                let candidates = [top + 2 * ox, top + 2 * ox + 1, bottom + 2 * ox, bottom + 2 * ox + 1];
+                let mut best_index = candidates[0];
+                for &i in &candidates[1..] {
+                    // `>` keeps the first maximum; a NaN, once it leads, stays.
+                    if src[i] > src[best_index] || src[i].is_nan() && !src[best_index].is_nan() {
+                        best_index = i;
+                    }
+                }
+                dst[oy * ow + ox] = src[best_index];
+                argmax[oy * ow + ox] = best_index as u32;
+            }
+        }
+    }
+}
+
 /// Max-pooling of `x` (B, C, H, W) with a `kernel` x `kernel` window.
 pub fn max_pool2d<T: Tape<f32, Cpu>>(
     x: Tensor4<T>,
@@ -79,7 +105,7 @@ pub fn max_pool2d<T: Tape<f32, Cpu>>(
     };
     let (x, mut tape) = x.split_tape();
     let device = x.device().clone();
-    let input = x.as_vec();
+    let input = contiguous_values(&x);
     let (in_plane, out_plane) = (
         in_height * in_width,
         geom.out_height() * geom.out_width(),
@@ -87,10 +113,14 @@ pub fn max_pool2d<T: Tape<f32, Cpu>>(
     let planes = batch * channels;
     let mut output = vec![0.0f32; planes * out_plane];
     let mut argmax = vec![0u32; planes * out_plane];
-    input
+    let planes_iter = input
         .par_chunks_exact(in_plane.max(1))
         .zip(output.par_chunks_exact_mut(out_plane.max(1)))
-        .zip(argmax.par_chunks_exact_mut(out_plane.max(1)))
+        .zip(argmax.par_chunks_exact_mut(out_plane.max(1)));
+    // Small tensors: one task, so no other thread is woken.
+    let min_planes = (PARALLEL_THRESHOLD / in_plane.max(1)).max(1);
+    planes_iter
+        .with_min_len(min_planes)
         .for_each(|((src, dst), arg)| geom.pool_plane(src, dst, arg));
     let out = device.tensor_from_vec(
         output,
@@ -105,6 +135,7 @@ pub fn max_pool2d<T: Tape<f32, Cpu>>(
                 .par_chunks_exact_mut(in_plane.max(1))
                 .zip(grad_out.par_chunks_exact(out_plane.max(1)))
                 .zip(argmax.par_chunks_exact(out_plane.max(1)))
+                .with_min_len(min_planes)
                 .for_each(|((dx, dy), arg)| {
                     for (g, &i) in dy.iter().zip(arg) {
                         dx[i as usize] += *g;

@@ -112,7 +112,7 @@ impl TrainConfig {
 
 /// Receives progress during [`fit`]: the CLI draws a progress bar, notebooks print a line per
 /// epoch. All methods default to doing nothing.
-pub trait TrainObserver {
+pub trait TrainObserver: Send {
     fn on_epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {}
     fn on_batch(&mut self, _step: usize, _running_loss: f64, _running_accuracy: f64) {}
     fn on_epoch_end(&mut self, _record: &EpochRecord) {}
@@ -177,9 +177,35 @@ fn argmax(row: &[f32]) -> u8 {
     best as u8
 }
 
+/// Runs `work` on a thread of a rayon pool. The many small parallel sections of a training
+/// step then fork and join among pool threads, instead of each handing work from the calling
+/// thread to the pool and sleeping until it comes back.
+fn on_thread_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return work();
+    }
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon::current_num_threads())
+        .build()
+    {
+        Ok(pool) => pool.install(work),
+        Err(_) => work(),
+    }
+}
+
 /// Trains `model` in place and returns its history. With early stopping that restores the best
 /// weights, `model` ends with the best epoch's weights.
 pub fn fit<M: ImageClassifier>(
+    model: &mut M,
+    train: &Prepared,
+    validation: Option<&Prepared>,
+    config: &TrainConfig,
+    observer: &mut dyn TrainObserver,
+) -> Result<History, TrainError> {
+    on_thread_pool(|| fit_here(model, train, validation, config, observer))
+}
+
+fn fit_here<M: ImageClassifier>(
     model: &mut M,
     train: &Prepared,
     validation: Option<&Prepared>,
@@ -328,7 +354,7 @@ pub fn evaluate<M: ImageClassifier>(
     batch_size: usize,
 ) -> Result<Evaluation, TrainError> {
     check_input(model, data)?;
-    let probabilities = predict_proba(model, &data.pixels, batch_size);
+    let probabilities = on_thread_pool(|| predict_proba(model, &data.pixels, batch_size));
     let mut loss = 0.0f64;
     let mut predicted = Vec::with_capacity(data.len());
     for (row, &label) in probabilities.chunks_exact(NUM_CLASSES).zip(&data.labels) {
