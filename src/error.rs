@@ -75,6 +75,12 @@ pub enum TrainError {
         value: f32,
         learning_rate: f64,
     },
+    #[error("training diverged: parameter {parameter} holds NaN or infinity after epoch {epoch}; try a lower learning rate (now {learning_rate})")]
+    NonFiniteWeights {
+        epoch: usize,
+        parameter: String,
+        learning_rate: f64,
+    },
     #[error("invalid setting {name}: {message}")]
     Config { name: String, message: String },
     #[error("checkpoint {path}: {message}")]

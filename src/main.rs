@@ -216,7 +216,11 @@ fn run_data(args: DataArgs) -> Result<()> {
         let loaded = source.load()?;
         let train_path = out.join(source::KAGGLE_TRAIN_CSV);
         data::csv::write_kaggle_csv(&loaded.train, &train_path)?;
-        println!("wrote {} ({} rows)", train_path.display(), loaded.train.len());
+        println!(
+            "wrote {} ({} rows)",
+            train_path.display(),
+            loaded.train.len()
+        );
         if let Some(test) = &loaded.test {
             let test_path = out.join(source::KAGGLE_TEST_CSV);
             data::csv::write_kaggle_csv(test, &test_path)?;
@@ -332,7 +336,11 @@ impl TrainObserver for ProgressObserver {
         eprintln!(
             "early stopping after epoch {}: best epoch {best_epoch}{}",
             self.epoch,
-            if restored { ", its weights restored" } else { "" }
+            if restored {
+                ", its weights restored"
+            } else {
+                ""
+            }
         );
     }
 }
@@ -347,7 +355,10 @@ fn run_train(args: TrainArgs) -> Result<()> {
     let config = LeNet5Config {
         dense1_units: match args.model {
             ModelName::Lenet5 if args.dense_units != 120 => {
-                bail!("--dense-units {} needs --model lenet5-modified", args.dense_units)
+                bail!(
+                    "--dense-units {} needs --model lenet5-modified",
+                    args.dense_units
+                )
             }
             _ => args.dense_units,
         },
@@ -356,7 +367,10 @@ fn run_train(args: TrainArgs) -> Result<()> {
         bail!("--dense-units must be at least 1");
     }
     if !(0.0..1.0).contains(&args.validation_split) {
-        bail!("--validation-split must be in [0, 1), got {}", args.validation_split);
+        bail!(
+            "--validation-split must be in [0, 1), got {}",
+            args.validation_split
+        );
     }
     let loaded = args.source.load()?;
     let mut train_set = loaded.train.clone();
@@ -364,8 +378,12 @@ fn run_train(args: TrainArgs) -> Result<()> {
         train_set = train_set.head(limit);
     }
     let all = Prepared::from_dataset(&train_set);
-    let split =
-        prepare::train_validation_split(&all.labels, args.validation_split, args.seed, args.stratify);
+    let split = prepare::train_validation_split(
+        &all.labels,
+        args.validation_split,
+        args.seed,
+        args.stratify,
+    );
     let train = all.subset(&split.train);
     let validation = (!split.validation.is_empty()).then(|| all.subset(&split.validation));
     eprintln!(
@@ -436,7 +454,10 @@ fn run_train(args: TrainArgs) -> Result<()> {
         metrics["val_loss"] = serde_json::json!(record.val_loss);
         metrics["val_accuracy"] = serde_json::json!(record.val_accuracy);
         if let (Some(loss), Some(acc)) = (record.val_loss, record.val_accuracy) {
-            println!("validation: accuracy {acc:.4}, loss {loss:.4} (epoch {})", record.epoch);
+            println!(
+                "validation: accuracy {acc:.4}, loss {loss:.4} (epoch {})",
+                record.epoch
+            );
         }
     }
     if let Some(test) = &loaded.test {
@@ -574,7 +595,11 @@ fn run_bench(args: BenchArgs) -> Result<()> {
             if let Some(rest) = line.strip_prefix("epoch_seconds ") {
                 let mut parts = rest.split_whitespace();
                 if let (Some(e), Some(s)) = (parts.next(), parts.next()) {
-                    rows.push(("Keras / TensorFlow (walkthrough code)".into(), e.parse()?, s.parse()?));
+                    rows.push((
+                        "Keras / TensorFlow (walkthrough code)".into(),
+                        e.parse()?,
+                        s.parse()?,
+                    ));
                 }
             }
         }

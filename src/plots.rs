@@ -8,17 +8,24 @@ use crate::training::History;
 /// The error type of chart drawing.
 pub type PlotError = Box<dyn std::error::Error + Send + Sync>;
 
+/// One named line of (x, y) points.
+struct Curve<'a> {
+    name: &'a str,
+    points: Vec<(f64, f64)>,
+    color: RGBColor,
+}
+
 fn draw_series_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     title: &str,
     y_label: &str,
-    series: &[(&str, Vec<(f64, f64)>, RGBColor)],
+    series: &[Curve<'_>],
     legend: SeriesLabelPosition,
 ) -> Result<(), PlotError>
 where
     DB::ErrorType: 'static,
 {
-    let points = series.iter().flat_map(|(_, p, _)| p.iter());
+    let points = series.iter().flat_map(|c| c.points.iter());
     let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
     for &(x, y) in points {
         x_max = x_max.max(x);
@@ -49,12 +56,22 @@ where
         })
         .y_label_formatter(&|y| format!("{y:.3}"))
         .draw()?;
-    for (name, points, color) in series {
+    for Curve {
+        name,
+        points,
+        color,
+    } in series
+    {
         let color = *color;
         chart
-            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))?
             .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
     }
     chart
@@ -88,8 +105,16 @@ pub fn training_curves_svg(history: &History, title: &str) -> Result<String, Plo
             &format!("{title}: accuracy"),
             "accuracy",
             &[
-                ("train", pick(|r| Some(r.accuracy)), train_color),
-                ("validation", pick(|r| r.val_accuracy), val_color),
+                Curve {
+                    name: "train",
+                    points: pick(|r| Some(r.accuracy)),
+                    color: train_color,
+                },
+                Curve {
+                    name: "validation",
+                    points: pick(|r| r.val_accuracy),
+                    color: val_color,
+                },
             ],
             SeriesLabelPosition::LowerRight,
         )?;
@@ -98,8 +123,16 @@ pub fn training_curves_svg(history: &History, title: &str) -> Result<String, Plo
             &format!("{title}: loss"),
             "categorical cross-entropy",
             &[
-                ("train", pick(|r| Some(r.loss)), train_color),
-                ("validation", pick(|r| r.val_loss), val_color),
+                Curve {
+                    name: "train",
+                    points: pick(|r| Some(r.loss)),
+                    color: train_color,
+                },
+                Curve {
+                    name: "validation",
+                    points: pick(|r| r.val_loss),
+                    color: val_color,
+                },
             ],
             SeriesLabelPosition::UpperRight,
         )?;

@@ -57,14 +57,24 @@ fn train_evaluate_predict_on_the_sample() {
     ]);
     assert!(out.contains("Total params: 44,426"), "{out}");
     assert!(out.contains("test:       accuracy"), "{out}");
-    for file in ["config.json", "history.json", "history.csv", "metrics.json", "model.safetensors"] {
+    for file in [
+        "config.json",
+        "history.json",
+        "history.csv",
+        "metrics.json",
+        "model.safetensors",
+    ] {
         assert!(out_dir.join(file).is_file(), "{file} missing");
     }
     let history: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("history.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("history.json")).unwrap())
+            .unwrap();
     assert_eq!(history["epochs"].as_array().unwrap().len(), 2);
     let csv = std::fs::read_to_string(out_dir.join("history.csv")).unwrap();
-    assert!(csv.starts_with("epoch,loss,accuracy,val_loss,val_accuracy,seconds\n1,"), "{csv}");
+    assert!(
+        csv.starts_with("epoch,loss,accuracy,val_loss,val_accuracy,seconds\n1,"),
+        "{csv}"
+    );
 
     let checkpoint = out_dir.join("model.safetensors");
     let out = stdout_of(&[
@@ -74,11 +84,15 @@ fn train_evaluate_predict_on_the_sample() {
         "--checkpoint",
         checkpoint.to_str().unwrap(),
     ]);
-    assert!(out.contains("test accuracy") && out.contains("(100 images)"), "{out}");
+    assert!(
+        out.contains("test accuracy") && out.contains("(100 images)"),
+        "{out}"
+    );
     assert!(out.contains("macro avg"), "{out}");
 
     // A product-photo-like picture: light background, 3x larger, not square.
-    let sample_set = fashion_mnist::data::csv::read_kaggle_csv(&s.join("fashion-mnist_test.csv")).unwrap();
+    let sample_set =
+        fashion_mnist::data::csv::read_kaggle_csv(&s.join("fashion-mnist_test.csv")).unwrap();
     let picture = image::GrayImage::from_fn(28 * 3, 28 * 4, |x, y| {
         let (sx, sy) = (x / 3, (y / 4) as usize);
         image::Luma([255 - sample_set.image(0)[sy * 28 + sx as usize]])
@@ -99,7 +113,14 @@ fn train_evaluate_predict_on_the_sample() {
 fn export_csv_and_errors() {
     let s = sample();
     let dir = tempfile::tempdir().unwrap();
-    let out = stdout_of(&["data", "export-csv", "--data", s.to_str().unwrap(), "--out", dir.path().to_str().unwrap()]);
+    let out = stdout_of(&[
+        "data",
+        "export-csv",
+        "--data",
+        s.to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
     assert!(out.contains("(200 rows)"), "{out}");
     assert_eq!(
         std::fs::read(dir.path().join("fashion-mnist_train.csv")).unwrap(),
@@ -116,11 +137,23 @@ fn export_csv_and_errors() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("bad.csv: row 2, column pixel2"), "{err}");
 
-    let output = run(&["train", "--data", s.to_str().unwrap(), "--dense-units", "64"]);
+    let output = run(&[
+        "train",
+        "--data",
+        s.to_str().unwrap(),
+        "--dense-units",
+        "64",
+    ]);
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("lenet5-modified"));
 
-    let output = run(&["evaluate", "--data", s.to_str().unwrap(), "--checkpoint", "/nonexistent.safetensors"]);
+    let output = run(&[
+        "evaluate",
+        "--data",
+        s.to_str().unwrap(),
+        "--checkpoint",
+        "/nonexistent.safetensors",
+    ]);
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent.safetensors"));
 }

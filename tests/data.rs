@@ -15,7 +15,9 @@ fn sample_dir() -> PathBuf {
 }
 
 fn real_data_present() -> bool {
-    Path::new(DEBIAN_DIR).join("train-images-idx3-ubyte.gz").is_file()
+    Path::new(DEBIAN_DIR)
+        .join("train-images-idx3-ubyte.gz")
+        .is_file()
 }
 
 #[test]
@@ -93,7 +95,10 @@ fn csv_error(content: String) -> (u64, String, String) {
                 message: message.clone(),
             }
             .to_string();
-            assert!(full.contains("bad.csv") && full.contains(&format!("row {row}")), "{full}");
+            assert!(
+                full.contains("bad.csv") && full.contains(&format!("row {row}")),
+                "{full}"
+            );
             (row, column, message)
         }
         other => panic!("expected a Malformed error, got {other:?}"),
@@ -126,7 +131,11 @@ fn csv_errors_name_file_row_and_column() {
 
     let mut pixels = zeros();
     pixels[41] = "1.5".into();
-    let (r, c, m) = csv_error(format!("{}\n{good}\n{good}\n{}\n", header(), row("2", &pixels)));
+    let (r, c, m) = csv_error(format!(
+        "{}\n{good}\n{good}\n{}\n",
+        header(),
+        row("2", &pixels)
+    ));
     assert_eq!((r, c.as_str()), (4, "pixel42"));
     assert!(m.contains("not an integer"), "{m}");
 
@@ -183,7 +192,12 @@ fn idx_reads_raw_and_gzip_and_rejects_bad_files() {
     bytes.truncate(bytes.len() - 100);
     let err = idx::parse_images(Path::new("t.idx"), &bytes).unwrap_err();
     match &err {
-        DataError::Malformed { row, column, message, .. } => {
+        DataError::Malformed {
+            row,
+            column,
+            message,
+            ..
+        } => {
             assert_eq!(*row, 2);
             assert_eq!(column, "pixel 684");
             assert!(message.contains("truncated"), "{message}");
@@ -198,7 +212,11 @@ fn idx_reads_raw_and_gzip_and_rejects_bad_files() {
 
     // Wrong magic: a labels file read as images.
     let err = idx::parse_images(Path::new("l.idx"), &idx::encode_labels(&data.labels)).unwrap_err();
-    assert!(err.to_string().contains("column magic: wrong magic number 0x00000801"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("column magic: wrong magic number 0x00000801"),
+        "{err}"
+    );
 
     // A truncated gzip stream.
     let stored = std::fs::read(&labels).unwrap();
@@ -208,7 +226,10 @@ fn idx_reads_raw_and_gzip_and_rejects_bad_files() {
 
     // A label outside 0-9.
     let err = idx::parse_labels(Path::new("l.idx"), &idx::encode_labels(&[1, 2, 12])).unwrap_err();
-    assert!(err.to_string().contains("row 2, column label: label 12"), "{err}");
+    assert!(
+        err.to_string().contains("row 2, column label: label 12"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -243,7 +264,11 @@ fn eda_counts_and_drops_planted_duplicates_keeping_first() {
     assert_eq!(eda::duplicate_count(&df).unwrap(), 5);
     let dropped = eda::drop_duplicates(&df).unwrap();
     assert_eq!(dropped.height(), 200);
-    assert_eq!(eda::from_dataframe(&dropped).unwrap(), sample, "keeps first, in order");
+    assert_eq!(
+        eda::from_dataframe(&dropped).unwrap(),
+        sample,
+        "keeps first, in order"
+    );
 
     // Same pixels, different label: not a duplicate row.
     let mut relabeled = sample.subset(&[0, 0]);
@@ -252,7 +277,13 @@ fn eda_counts_and_drops_planted_duplicates_keeping_first() {
     assert_eq!(eda::duplicate_count(&df).unwrap(), 0);
 
     let counts = eda::class_counts(&clean).unwrap();
-    let total: u32 = counts.column("count").unwrap().u32().unwrap().into_no_null_iter().sum();
+    let total: u32 = counts
+        .column("count")
+        .unwrap()
+        .u32()
+        .unwrap()
+        .into_no_null_iter()
+        .sum();
     assert_eq!(total, 200);
 }
 
@@ -268,16 +299,33 @@ fn preparation_scales_encodes_and_splits() {
     let labels: Vec<u8> = (0..1000).map(|i| (i % 10) as u8).collect();
     let split = train_validation_split(&labels, 0.2, 42, false);
     assert_eq!((split.train.len(), split.validation.len()), (800, 200));
-    let mut all: Vec<usize> = split.train.iter().chain(&split.validation).copied().collect();
+    let mut all: Vec<usize> = split
+        .train
+        .iter()
+        .chain(&split.validation)
+        .copied()
+        .collect();
     all.sort();
     assert_eq!(all, (0..1000).collect::<Vec<_>>());
-    assert_eq!(split, train_validation_split(&labels, 0.2, 42, false), "seeded");
+    assert_eq!(
+        split,
+        train_validation_split(&labels, 0.2, 42, false),
+        "seeded"
+    );
     assert_ne!(split, train_validation_split(&labels, 0.2, 43, false));
-    assert_ne!(split.validation[..10], (0..10).collect::<Vec<_>>()[..], "shuffled");
+    assert_ne!(
+        split.validation[..10],
+        (0..10).collect::<Vec<_>>()[..],
+        "shuffled"
+    );
 
     let stratified = train_validation_split(&labels, 0.2, 42, true);
     for class in 0..10u8 {
-        let n = stratified.validation.iter().filter(|&&i| labels[i] == class).count();
+        let n = stratified
+            .validation
+            .iter()
+            .filter(|&&i| labels[i] == class)
+            .count();
         assert_eq!(n, 20, "class {class}");
     }
 }
@@ -290,14 +338,21 @@ fn kfold_partitions_exactly_without_overlap() {
         assert_eq!(folds.len(), 5);
         let mut seen = vec![0u32; labels.len()];
         for fold in &folds {
-            assert!((200..=201).contains(&fold.validation.len()), "{}", fold.validation.len());
+            assert!(
+                (200..=201).contains(&fold.validation.len()),
+                "{}",
+                fold.validation.len()
+            );
             assert_eq!(fold.train.len() + fold.validation.len(), labels.len());
             for &i in &fold.validation {
                 seen[i] += 1;
                 assert!(!fold.train.contains(&i));
             }
         }
-        assert!(seen.iter().all(|&n| n == 1), "every image validates exactly once");
+        assert!(
+            seen.iter().all(|&n| n == 1),
+            "every image validates exactly once"
+        );
         assert_eq!(folds, kfold_indices(&labels, 5, 42, stratified));
     }
 }
@@ -336,7 +391,10 @@ fn resize_matches_keras_reference_for_real_test_images() {
         let ours = resize_bilinear(&pixels, 28, 28, 32, 32);
         for (i, v) in ours.iter().enumerate() {
             let k = keras[(n * 1024 + i) * 3];
-            assert!((v - k).abs() < 1e-3, "image {n} pixel {i}: ours {v}, Keras {k}");
+            assert!(
+                (v - k).abs() < 1e-3,
+                "image {n} pixel {i}: ours {v}, Keras {k}"
+            );
         }
     }
 }

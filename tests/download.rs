@@ -36,11 +36,15 @@ fn dir_entries(dir: &Path) -> Vec<String> {
 
 #[test]
 fn download_verifies_real_files_and_rejects_truncated_and_corrupted_ones() {
-    if !Path::new(DEBIAN_DIR).join("t10k-labels-idx1-ubyte.gz").is_file() {
+    if !Path::new(DEBIAN_DIR)
+        .join("t10k-labels-idx1-ubyte.gz")
+        .is_file()
+    {
         eprintln!("skipped: {DEBIAN_DIR} not installed (the served files are the real ones)");
         return;
     }
-    let real = |name: &str| std::fs::read(Path::new(DEBIAN_DIR).join(format!("{name}.gz"))).unwrap();
+    let real =
+        |name: &str| std::fs::read(Path::new(DEBIAN_DIR).join(format!("{name}.gz"))).unwrap();
     let labels = real("t10k-labels-idx1-ubyte");
     let mut corrupted = real("train-labels-idx1-ubyte");
     let middle = corrupted.len() / 2;
@@ -51,7 +55,10 @@ fn download_verifies_real_files_and_rejects_truncated_and_corrupted_ones() {
     for (name, _, _) in IDX_FILES {
         files.insert(format!("/good/{name}.gz"), real(name));
     }
-    files.insert("/bad/t10k-labels-idx1-ubyte.gz".into(), labels[..labels.len() - 7].to_vec());
+    files.insert(
+        "/bad/t10k-labels-idx1-ubyte.gz".into(),
+        labels[..labels.len() - 7].to_vec(),
+    );
     files.insert("/bad/train-labels-idx1-ubyte.gz".into(), corrupted);
     files.insert("/bad/t10k-images-idx3-ubyte.gz".into(), truncated);
     let mirror = serve(files);
@@ -63,7 +70,10 @@ fn download_verifies_real_files_and_rejects_truncated_and_corrupted_ones() {
     let located = source::locate(Some(good.path())).unwrap();
     let loaded = source::load(&located).unwrap();
     assert_eq!(loaded.verification, source::Verification::Verified);
-    assert_eq!((loaded.train.len(), loaded.test.unwrap().len()), (60_000, 10_000));
+    assert_eq!(
+        (loaded.train.len(), loaded.test.unwrap().len()),
+        (60_000, 10_000)
+    );
     assert_eq!(dir_entries(good.path()).len(), 4, "no temporary files left");
 
     let bad = tempfile::tempdir().unwrap();
@@ -73,7 +83,9 @@ fn download_verifies_real_files_and_rejects_truncated_and_corrupted_ones() {
         ("train-labels-idx1-ubyte", ""),
         ("t10k-images-idx3-ubyte", "not a complete gzip stream"),
     ] {
-        let err = source::download_file(&bad_mirror, name, bad.path()).unwrap_err().to_string();
+        let err = source::download_file(&bad_mirror, name, bad.path())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(name), "{err}");
         assert!(err.contains(expected), "{err}");
         // A flipped byte fails either the gzip CRC or the SHA-256 check.
@@ -81,11 +93,19 @@ fn download_verifies_real_files_and_rejects_truncated_and_corrupted_ones() {
             assert!(err.contains("SHA-256") || err.contains("gzip"), "{err}");
         }
     }
-    assert!(dir_entries(bad.path()).is_empty(), "failed downloads leave nothing: {:?}", dir_entries(bad.path()));
+    assert!(
+        dir_entries(bad.path()).is_empty(),
+        "failed downloads leave nothing: {:?}",
+        dir_entries(bad.path())
+    );
 
     // A missing file is a clear HTTP error.
-    let err = source::download_file(&format!("{mirror}none"), "t10k-labels-idx1-ubyte", bad.path())
-        .unwrap_err()
-        .to_string();
+    let err = source::download_file(
+        &format!("{mirror}none"),
+        "t10k-labels-idx1-ubyte",
+        bad.path(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("404"), "{err}");
 }

@@ -48,7 +48,11 @@ fn naive_conv(
                             for kx in 0..c.kernel {
                                 let iy = (oy * c.stride + ky) as isize - c.padding as isize;
                                 let ix = (ox * c.stride + kx) as isize - c.padding as isize;
-                                if iy < 0 || ix < 0 || iy >= c.height as isize || ix >= c.width as isize {
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= c.height as isize
+                                    || ix >= c.width as isize
+                                {
                                     continue;
                                 }
                                 let xi = ((n * c.channels + ch) * c.height + iy as usize) * c.width
@@ -73,7 +77,10 @@ fn assert_close(name: &str, ours: &[f32], reference: &[f64], tolerance: f64) {
     let scale = reference.iter().map(|v| v.abs()).fold(1e-6, f64::max);
     for (i, (a, b)) in ours.iter().zip(reference).enumerate() {
         let err = (*a as f64 - b).abs() / scale;
-        assert!(err <= tolerance, "{name}[{i}]: ours {a}, reference {b}, relative error {err:e}");
+        assert!(
+            err <= tolerance,
+            "{name}[{i}]: ours {a}, reference {b}, relative error {err:e}"
+        );
     }
 }
 
@@ -84,10 +91,18 @@ fn check_conv(c: Case) {
     let w_data = random(&mut rng, c.filters * c.channels * c.kernel * c.kernel);
     let b_data = random(&mut rng, c.filters);
     let x: Tensor4 = dev.tensor_from_vec(x_data.clone(), (c.batch, c.channels, c.height, c.width));
-    let w: Tensor4 = dev.tensor_from_vec(w_data.clone(), (c.filters, c.channels, c.kernel, c.kernel));
+    let w: Tensor4 =
+        dev.tensor_from_vec(w_data.clone(), (c.filters, c.channels, c.kernel, c.kernel));
     let b: Tensor1 = dev.tensor_from_vec(b_data.clone(), (c.filters,));
 
-    let out = conv2d(x.leaky_trace(), &w, &b, c.stride, c.padding, InputGrad::Compute);
+    let out = conv2d(
+        x.leaky_trace(),
+        &w,
+        &b,
+        c.stride,
+        c.padding,
+        InputGrad::Compute,
+    );
     let shape = *out.shape();
     let upstream_data = random(&mut rng, shape.num_elements());
     let upstream: Tensor4 = dev.tensor_from_vec(upstream_data.clone(), shape);
@@ -100,9 +115,24 @@ fn check_conv(c: Case) {
         c.kernel, c.stride, c.padding, c.batch, c.channels, c.height, c.width, c.filters
     );
     assert_close(&format!("{tag} output"), &out_values, &r_out, 1e-5);
-    assert_close(&format!("{tag} d_input"), &grads.get(&x).as_vec(), &r_dx, 1e-5);
-    assert_close(&format!("{tag} d_weight"), &grads.get(&w).as_vec(), &r_dw, 1e-5);
-    assert_close(&format!("{tag} d_bias"), &grads.get(&b).as_vec(), &r_db, 1e-5);
+    assert_close(
+        &format!("{tag} d_input"),
+        &grads.get(&x).as_vec(),
+        &r_dx,
+        1e-5,
+    );
+    assert_close(
+        &format!("{tag} d_weight"),
+        &grads.get(&w).as_vec(),
+        &r_dw,
+        1e-5,
+    );
+    assert_close(
+        &format!("{tag} d_bias"),
+        &grads.get(&b).as_vec(),
+        &r_db,
+        1e-5,
+    );
 }
 
 #[test]
@@ -157,7 +187,11 @@ fn conv2d_skipping_the_input_gradient_leaves_it_untouched() {
     let b: Tensor1 = dev.tensor_from_vec(vec![0.0], (1,));
     let out = conv2d(x.leaky_trace(), &w, &b, 1, 0, InputGrad::Skip);
     let mut grads = out.sum().backward();
-    assert!(grads.get_or_alloc_mut(&x).unwrap().iter().all(|&g| g == 0.0));
+    assert!(grads
+        .get_or_alloc_mut(&x)
+        .unwrap()
+        .iter()
+        .all(|&g| g == 0.0));
     // Each weight sees 4 output positions x 2 images of value 1.
     assert!(grads.get(&w).as_vec().iter().all(|&g| g == 8.0));
 }
@@ -204,7 +238,14 @@ fn naive_max_pool(
 fn max_pool2d_matches_naive_reference() {
     let dev = Cpu::default();
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    for (k, s, p, h, w) in [(2, 2, 0, 8, 8), (2, 2, 0, 24, 24), (3, 2, 1, 9, 7), (3, 1, 1, 5, 5), (2, 1, 0, 5, 6)] {
+    for (k, s, p, h, w) in [
+        (2, 2, 0, 8, 8),
+        (2, 2, 0, 24, 24),
+        (2, 2, 0, 9, 7),
+        (3, 2, 1, 9, 7),
+        (3, 1, 1, 5, 5),
+        (2, 1, 0, 5, 6),
+    ] {
         let shape = (2, 3, h, w);
         let x_data = random(&mut rng, shape.num_elements());
         let x: Tensor4 = dev.tensor_from_vec(x_data.clone(), shape);
@@ -215,7 +256,17 @@ fn max_pool2d_matches_naive_reference() {
         let out_values = out.as_vec();
         let grads = (out * upstream).sum().backward();
         let (r_out, r_dx) = naive_max_pool(&x_data, shape, k, s, p, &upstream_data);
-        assert_close(&format!("pool k{k} s{s} p{p} output"), &out_values, &r_out, 0.0);
-        assert_close(&format!("pool k{k} s{s} p{p} d_input"), &grads.get(&x).as_vec(), &r_dx, 1e-6);
+        assert_close(
+            &format!("pool k{k} s{s} p{p} output"),
+            &out_values,
+            &r_out,
+            0.0,
+        );
+        assert_close(
+            &format!("pool k{k} s{s} p{p} d_input"),
+            &grads.get(&x).as_vec(),
+            &r_dx,
+            1e-6,
+        );
     }
 }

@@ -52,7 +52,10 @@ fn lenet5_has_the_walkthroughs_44426_parameters() {
         "30,840",
         "Total params: 44,426",
     ] {
-        assert!(summary.contains(expected), "{expected} missing from\n{summary}");
+        assert!(
+            summary.contains(expected),
+            "{expected} missing from\n{summary}"
+        );
     }
     let modified = LeNet5::new(&Cpu::default(), LeNet5Config { dense1_units: 96 }, 0);
     let mut count = Count(0, Vec::new());
@@ -123,7 +126,8 @@ fn early_stopping_restores_the_best_weights() {
         early_stopping: Some(EarlyStopping::new(2)),
         ..TrainConfig::default()
     };
-    let history = training::fit(&mut model, &train, Some(&validation), &config, &mut Silent).unwrap();
+    let history =
+        training::fit(&mut model, &train, Some(&validation), &config, &mut Silent).unwrap();
     let best_epoch = history.best_epoch.unwrap();
     let best = &history.epochs[best_epoch - 1];
     let min_loss = history
@@ -132,19 +136,34 @@ fn early_stopping_restores_the_best_weights() {
         .map(|r| r.val_loss.unwrap())
         .fold(f64::INFINITY, f64::min);
     assert_eq!(best.val_loss.unwrap(), min_loss);
-    assert!(history.stopped_early, "40 epochs on 900 images must overfit");
+    assert!(
+        history.stopped_early,
+        "40 epochs on 900 images must overfit"
+    );
     assert_eq!(history.epochs.len(), best_epoch + 2);
     assert!(history.restored_best);
     let now = training::evaluate(&model, &validation, 1000).unwrap();
-    assert!((now.loss - best.val_loss.unwrap()).abs() < 1e-9, "weights of epoch {best_epoch}");
+    assert!(
+        (now.loss - best.val_loss.unwrap()).abs() < 1e-9,
+        "weights of epoch {best_epoch}"
+    );
 }
 
 #[test]
 fn checkpoint_round_trip_is_bit_identical() {
     let (train, validation) = small_split();
     let mut model = LeNet5::new(&Cpu::default(), LeNet5Config { dense1_units: 80 }, 9);
-    training::fit(&mut model, &train, None, &TrainConfig { epochs: 1, ..Default::default() }, &mut Silent)
-        .unwrap();
+    training::fit(
+        &mut model,
+        &train,
+        None,
+        &TrainConfig {
+            epochs: 1,
+            ..Default::default()
+        },
+        &mut Silent,
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
     checkpoint::save(&model, &path).unwrap();
@@ -165,12 +184,19 @@ fn checkpoint_round_trip_is_bit_identical() {
 
     // A checkpoint of another shape is refused with the differences listed.
     let mut other = LeNet5::new(&Cpu::default(), LeNet5Config::default(), 0);
-    let err = checkpoint::load_into(&mut other, &path).unwrap_err().to_string();
-    assert!(err.contains("dense1.weight: shape [256, 80], expected [256, 120]"), "{err}");
+    let err = checkpoint::load_into(&mut other, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("dense1.weight: shape [256, 80], expected [256, 120]"),
+        "{err}"
+    );
     assert!(err.contains("dense1.bias"), "{err}");
     // A file that is not a checkpoint.
     std::fs::write(&path, b"not a checkpoint").unwrap();
-    let err = checkpoint::load_lenet5(&Cpu::default(), &path).unwrap_err().to_string();
+    let err = checkpoint::load_lenet5(&Cpu::default(), &path)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not a valid safetensors file"), "{err}");
 }
 
@@ -188,16 +214,35 @@ fn a_nan_loss_stops_training_with_a_message() {
         ..TrainConfig::default()
     };
     match training::fit(&mut model, &train, None, &config, &mut Silent) {
-        Err(e @ TrainError::Diverged { epoch: 1, step: 1, .. }) => {
+        Err(
+            e @ TrainError::Diverged {
+                epoch: 1, step: 1, ..
+            },
+        ) => {
             assert!(e.to_string().contains("lower learning rate"), "{e}")
         }
         other => panic!("expected divergence, got {other:?}"),
     }
+    // A NaN in a convolution kernel is hidden from the loss by the ReLU after it; the check
+    // after each epoch still stops the run.
+    let mut model = LeNet5::new(&Cpu::default(), LeNet5Config::default(), 0);
+    let mut kernel = model.conv2_weight.as_vec();
+    kernel[17] = f32::NAN;
+    model.conv2_weight.copy_from(&kernel);
+    let err = training::fit(&mut model, &train, None, &config, &mut Silent).unwrap_err();
+    assert!(
+        matches!(&err, TrainError::NonFiniteWeights { parameter, epoch: 1, .. } if parameter.starts_with("conv")),
+        "{err}"
+    );
+
     let err = training::fit(
         &mut model,
         &train,
         None,
-        &TrainConfig { early_stopping: Some(EarlyStopping::new(1)), ..Default::default() },
+        &TrainConfig {
+            early_stopping: Some(EarlyStopping::new(1)),
+            ..Default::default()
+        },
         &mut Silent,
     )
     .unwrap_err();

@@ -47,7 +47,9 @@ pub fn read_kaggle_csv_from(path: &Path, reader: impl std::io::Read) -> DataResu
         DataError::malformed(path, line, "-", e.to_string())
     };
 
-    let has_header = csv_reader.read_byte_record(&mut record).map_err(csv_error)?;
+    let has_header = csv_reader
+        .read_byte_record(&mut record)
+        .map_err(csv_error)?;
     if !has_header {
         return Err(DataError::malformed(
             path,
@@ -79,7 +81,10 @@ pub fn read_kaggle_csv_from(path: &Path, reader: impl std::io::Read) -> DataResu
 
     let mut images = Vec::new();
     let mut labels = Vec::new();
-    while csv_reader.read_byte_record(&mut record).map_err(csv_error)? {
+    while csv_reader
+        .read_byte_record(&mut record)
+        .map_err(csv_error)?
+    {
         let line = record.position().map(|p| p.line()).unwrap_or(0);
         if record.len() == 1 && record.get(0).is_some_and(|f| f.is_empty()) {
             continue; // blank line

@@ -126,7 +126,11 @@ pub fn parse_labels(path: &Path, bytes: &[u8]) -> DataResult<Vec<u8>> {
             "label",
             format!(
                 "{} the header promises {count} labels but the file holds {}",
-                if labels.len() < count { "truncated:" } else { "too long:" },
+                if labels.len() < count {
+                    "truncated:"
+                } else {
+                    "too long:"
+                },
                 labels.len()
             ),
         ));
@@ -168,7 +172,12 @@ pub fn read_pair(images_path: &Path, labels_path: &Path) -> DataResult<(Dataset,
 /// Encodes images as IDX bytes (used by tests and fixtures).
 pub fn encode_images(images: &[u8], count: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + images.len());
-    for v in [IMAGES_MAGIC, count as u32, IMAGE_SIDE as u32, IMAGE_SIDE as u32] {
+    for v in [
+        IMAGES_MAGIC,
+        count as u32,
+        IMAGE_SIDE as u32,
+        IMAGE_SIDE as u32,
+    ] {
         out.extend_from_slice(&v.to_be_bytes());
     }
     out.extend_from_slice(images);

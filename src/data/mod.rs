@@ -39,7 +39,11 @@ pub struct Dataset {
 
 impl Dataset {
     pub fn new(images: Vec<u8>, labels: Vec<u8>) -> Self {
-        assert_eq!(images.len(), labels.len() * IMAGE_PIXELS, "one label per image");
+        assert_eq!(
+            images.len(),
+            labels.len() * IMAGE_PIXELS,
+            "one label per image"
+        );
         Dataset { images, labels }
     }
 

@@ -122,7 +122,10 @@ pub fn train_validation_split(
 /// Seeded K-fold indices: `k` (train, validation) splits whose validation parts partition all
 /// images. With `stratified`, each class is dealt evenly over the folds.
 pub fn kfold_indices(labels: &[u8], k: usize, seed: u64, stratified: bool) -> Vec<SplitIndices> {
-    assert!(k >= 2 && k <= labels.len(), "need 2 <= k <= number of images");
+    assert!(
+        k >= 2 && k <= labels.len(),
+        "need 2 <= k <= number of images"
+    );
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut folds: Vec<Vec<usize>> = vec![Vec::new(); k];
     if stratified {
@@ -161,7 +164,13 @@ pub fn kfold_indices(labels: &[u8], k: usize, seed: u64, stratified: bool) -> Ve
 
 /// Bilinear resize of one gray image, matching TensorFlow's `tf.image.resize` (half-pixel
 /// centres, no antialiasing), which Keras uses.
-pub fn resize_bilinear(src: &[f32], src_h: usize, src_w: usize, dst_h: usize, dst_w: usize) -> Vec<f32> {
+pub fn resize_bilinear(
+    src: &[f32],
+    src_h: usize,
+    src_w: usize,
+    dst_h: usize,
+    dst_w: usize,
+) -> Vec<f32> {
     assert_eq!(src.len(), src_h * src_w);
     let weights = |dst: usize, src_len: usize| -> Vec<(usize, usize, f32)> {
         let scale = src_len as f32 / dst as f32;

@@ -153,7 +153,10 @@ pub fn locate(user_path: Option<&Path>) -> DataResult<Located> {
             });
         }
         if !path.exists() {
-            return Err(DataError::invalid(path, "--data: no such file or directory"));
+            return Err(DataError::invalid(
+                path,
+                "--data: no such file or directory",
+            ));
         }
         return locate_in(path, Origin::UserPath).ok_or_else(|| {
             DataError::invalid(

@@ -123,9 +123,25 @@ impl ImageClassifier for LeNet5 {
     }
 
     fn forward<T: Tape<f32, Cpu>>(&self, x: Tensor4<T>) -> Tensor2<T> {
-        let x = conv2d(x, &self.conv1_weight, &self.conv1_bias, 1, 0, InputGrad::Skip).relu();
+        let x = conv2d(
+            x,
+            &self.conv1_weight,
+            &self.conv1_bias,
+            1,
+            0,
+            InputGrad::Skip,
+        )
+        .relu();
         let x = max_pool2d(x, 2, 2, 0);
-        let x = conv2d(x, &self.conv2_weight, &self.conv2_bias, 1, 0, InputGrad::Compute).relu();
+        let x = conv2d(
+            x,
+            &self.conv2_weight,
+            &self.conv2_bias,
+            1,
+            0,
+            InputGrad::Compute,
+        )
+        .relu();
         let x = max_pool2d(x, 2, 2, 0);
         let batch = x.shape().0;
         let x = x.reshape_like(&(batch, FLATTENED));
@@ -152,16 +168,41 @@ impl ImageClassifier for LeNet5 {
         };
         let conv = |i: usize, o: usize| i * o * KERNEL * KERNEL + o;
         ModelSummary {
-            name: if u1 == 120 { "lenet5" } else { "lenet5_modified" }.into(),
+            name: if u1 == 120 {
+                "lenet5"
+            } else {
+                "lenet5_modified"
+            }
+            .into(),
             layers: vec![
-                layer("conv2d", "Conv2D", &[24, 24, CONV1_FILTERS], conv(1, CONV1_FILTERS)),
+                layer(
+                    "conv2d",
+                    "Conv2D",
+                    &[24, 24, CONV1_FILTERS],
+                    conv(1, CONV1_FILTERS),
+                ),
                 layer("max_pooling2d", "MaxPooling2D", &[12, 12, CONV1_FILTERS], 0),
-                layer("conv2d_1", "Conv2D", &[8, 8, CONV2_FILTERS], conv(CONV1_FILTERS, CONV2_FILTERS)),
+                layer(
+                    "conv2d_1",
+                    "Conv2D",
+                    &[8, 8, CONV2_FILTERS],
+                    conv(CONV1_FILTERS, CONV2_FILTERS),
+                ),
                 layer("max_pooling2d_1", "MaxPooling2D", &[4, 4, CONV2_FILTERS], 0),
                 layer("flatten", "Flatten", &[FLATTENED], 0),
                 layer("dense", "Dense", &[u1], FLATTENED * u1 + u1),
-                layer("dense_1", "Dense", &[DENSE2_UNITS], u1 * DENSE2_UNITS + DENSE2_UNITS),
-                layer("dense_2", "Dense", &[NUM_CLASSES], DENSE2_UNITS * NUM_CLASSES + NUM_CLASSES),
+                layer(
+                    "dense_1",
+                    "Dense",
+                    &[DENSE2_UNITS],
+                    u1 * DENSE2_UNITS + DENSE2_UNITS,
+                ),
+                layer(
+                    "dense_2",
+                    "Dense",
+                    &[NUM_CLASSES],
+                    DENSE2_UNITS * NUM_CLASSES + NUM_CLASSES,
+                ),
             ],
             non_trainable_params: 0,
         }

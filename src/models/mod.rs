@@ -38,7 +38,11 @@ pub trait ImageClassifier: Clone + Send + Sync {
 /// tensors with run-time shapes from outside dfdx, so the models expose their parameters here.)
 pub trait ParamVisitor {
     type Error;
-    fn visit<S: Shape>(&mut self, name: &str, tensor: &Tensor<S, f32, Cpu>) -> Result<(), Self::Error>;
+    fn visit<S: Shape>(
+        &mut self,
+        name: &str,
+        tensor: &Tensor<S, f32, Cpu>,
+    ) -> Result<(), Self::Error>;
 }
 
 /// Like [`ParamVisitor`], with mutable access.

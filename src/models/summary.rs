@@ -54,7 +54,11 @@ impl fmt::Display for ModelSummary {
         let rule = "=".repeat(65);
         writeln!(f, "Model: \"{}\"", self.name)?;
         writeln!(f, "{}", "_".repeat(65))?;
-        writeln!(f, "{:<33}{:<24}{:>10}", "Layer (type)", "Output Shape", "Param #")?;
+        writeln!(
+            f,
+            "{:<33}{:<24}{:>10}",
+            "Layer (type)", "Output Shape", "Param #"
+        )?;
         writeln!(f, "{rule}")?;
         for (i, layer) in self.layers.iter().enumerate() {
             writeln!(
@@ -70,8 +74,16 @@ impl fmt::Display for ModelSummary {
         }
         writeln!(f, "{rule}")?;
         writeln!(f, "Total params: {}", thousands(self.total_params()))?;
-        writeln!(f, "Trainable params: {}", thousands(self.trainable_params()))?;
-        writeln!(f, "Non-trainable params: {}", thousands(self.non_trainable_params))?;
+        writeln!(
+            f,
+            "Trainable params: {}",
+            thousands(self.trainable_params())
+        )?;
+        writeln!(
+            f,
+            "Non-trainable params: {}",
+            thousands(self.non_trainable_params)
+        )?;
         write!(f, "{}", "_".repeat(65))
     }
 }

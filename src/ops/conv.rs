@@ -121,11 +121,24 @@ impl Conv2dGeometry {
                         let Some(iy) = self.source(oy, ky, self.in_height) else {
                             continue;
                         };
-                        let dst_row =
-                            &mut channel[iy * self.in_width..(iy + 1) * self.in_width];
-                        for (ox, s) in src[oy * ow..(oy + 1) * ow].iter().enumerate() {
-                            if let Some(ix) = self.source(ox, kx, self.in_width) {
-                                dst_row[ix] += *s;
+                        let dst_row = &mut channel[iy * self.in_width..(iy + 1) * self.in_width];
+                        let src_row = &src[oy * ow..(oy + 1) * ow];
+                        if self.stride == 1 {
+                            // The same contiguous run of valid columns as in `im2col`.
+                            let first = self.padding.saturating_sub(kx).min(ow);
+                            let last = (self.in_width + self.padding)
+                                .saturating_sub(kx)
+                                .clamp(first, ow);
+                            let start = first + kx - self.padding;
+                            let run = &mut dst_row[start..start + last - first];
+                            for (d, s) in run.iter_mut().zip(&src_row[first..last]) {
+                                *d += *s;
+                            }
+                        } else {
+                            for (ox, s) in src_row.iter().enumerate() {
+                                if let Some(ix) = self.source(ox, kx, self.in_width) {
+                                    dst_row[ix] += *s;
+                                }
                             }
                         }
                     }
@@ -150,7 +163,10 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
 ) -> Tensor4<T> {
     let (batch, in_channels, in_height, in_width) = *x.shape();
     let (out_channels, w_in, kernel, kernel_w) = *weight.shape();
-    assert_eq!(w_in, in_channels, "conv2d: weight expects {w_in} input channels, got {in_channels}");
+    assert_eq!(
+        w_in, in_channels,
+        "conv2d: weight expects {w_in} input channels, got {in_channels}"
+    );
     assert_eq!(kernel, kernel_w, "conv2d: only square kernels");
     assert_eq!(bias.shape().0, out_channels, "conv2d: bias length");
     assert!(stride >= 1, "conv2d: stride must be at least 1");
@@ -210,7 +226,11 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
             .zip(saved_cols.par_chunks_exact_mut(patch * plane))
             .for_each(|((image, out), cols)| forward_one(image, cols, out));
     } else {
-        let scratch = if geom.is_pointwise() { 0 } else { patch * plane };
+        let scratch = if geom.is_pointwise() {
+            0
+        } else {
+            patch * plane
+        };
         images.zip(outs).for_each_init(
             || vec![0.0f32; scratch],
             |cols, (image, out)| forward_one(image, cols, out),
@@ -273,7 +293,11 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
             if input_grad == InputGrad::Compute {
                 // dX_b = col2im(W^T (CKK x O) * dY_b (O x P)).
                 let mut grad_input = vec![0.0f32; batch * geom.in_image()];
-                let scratch = if geom.is_pointwise() { 0 } else { patch * plane };
+                let scratch = if geom.is_pointwise() {
+                    0
+                } else {
+                    patch * plane
+                };
                 grad_input
                     .par_chunks_exact_mut(geom.in_image())
                     .zip(grad_out.par_chunks_exact(geom.out_image()))

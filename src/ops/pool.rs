@@ -62,21 +62,24 @@ impl Pool2dGeometry {
 impl Pool2dGeometry {
     /// The common 2x2 window with stride 2, without the general path's bounds logic.
     fn pool_plane_2x2(&self, src: &[f32], dst: &mut [f32], argmax: &mut [u32]) {
-        let (oh, ow, w) = (self.out_height(), self.out_width(), self.in_width);
-        for oy in 0..oh {
-            let top = 2 * oy * w;
-            let bottom = top + w;
-            for ox in 0..ow {
-                let candidates = [top + 2 * ox, top + 2 * ox + 1, bottom + 2 * ox, bottom + 2 * ox + 1];
-                let mut best_index = candidates[0];
-                for &i in &candidates[1..] {
-                    // `>` keeps the first maximum; a NaN, once it leads, stays.
-                    if src[i] > src[best_index] || src[i].is_nan() && !src[best_index].is_nan() {
-                        best_index = i;
-                    }
-                }
-                dst[oy * ow + ox] = src[best_index];
-                argmax[oy * ow + ox] = best_index as u32;
+        let (ow, w) = (self.out_width(), self.in_width);
+        let rows = dst.chunks_exact_mut(ow).zip(argmax.chunks_exact_mut(ow));
+        for (oy, (dst_row, arg_row)) in rows.enumerate() {
+            let top_start = 2 * oy * w;
+            let top = &src[top_start..top_start + 2 * ow];
+            let bottom = &src[top_start + w..top_start + w + 2 * ow];
+            let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+            for (ox, ((t, b), (d, a))) in windows.zip(dst_row.iter_mut().zip(arg_row)).enumerate() {
+                // `>` keeps the first maximum in row-major window order.
+                let (top_max, top_at) = if t[1] > t[0] { (t[1], 1) } else { (t[0], 0) };
+                let (bottom_max, bottom_at) = if b[1] > b[0] { (b[1], 1) } else { (b[0], 0) };
+                let (best, at) = if bottom_max > top_max {
+                    (bottom_max, w + bottom_at)
+                } else {
+                    (top_max, top_at)
+                };
+                *d = best;
+                *a = (top_start + 2 * ox + at) as u32;
             }
         }
     }
@@ -90,8 +93,14 @@ pub fn max_pool2d<T: Tape<f32, Cpu>>(
     padding: usize,
 ) -> Tensor4<T> {
     let (batch, channels, in_height, in_width) = *x.shape();
-    assert!(stride >= 1 && kernel >= 1, "max_pool2d: kernel and stride must be at least 1");
-    assert!(padding < kernel, "max_pool2d: padding must be smaller than the window");
+    assert!(
+        stride >= 1 && kernel >= 1,
+        "max_pool2d: kernel and stride must be at least 1"
+    );
+    assert!(
+        padding < kernel,
+        "max_pool2d: padding must be smaller than the window"
+    );
     assert!(
         in_height + 2 * padding >= kernel && in_width + 2 * padding >= kernel,
         "max_pool2d: window larger than the input"
@@ -106,10 +115,7 @@ pub fn max_pool2d<T: Tape<f32, Cpu>>(
     let (x, mut tape) = x.split_tape();
     let device = x.device().clone();
     let input = contiguous_values(&x);
-    let (in_plane, out_plane) = (
-        in_height * in_width,
-        geom.out_height() * geom.out_width(),
-    );
+    let (in_plane, out_plane) = (in_height * in_width, geom.out_height() * geom.out_width());
     let planes = batch * channels;
     let mut output = vec![0.0f32; planes * out_plane];
     let mut argmax = vec![0u32; planes * out_plane];

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use dfdx::prelude::*;
 use ::safetensors::tensor::{Dtype as SafeDtype, Metadata, SafeTensors, TensorInfo, TensorView};
+use dfdx::prelude::*;
 
 use crate::error::TrainError;
 use crate::models::{ImageClassifier, LeNet5, LeNet5Config, ParamVisitor, ParamVisitorMut};
@@ -152,7 +152,9 @@ pub fn read_metadata(path: &Path) -> Result<(String, serde_json::Value), TrainEr
     if fields.get("format").map(String::as_str) != Some(CHECKPOINT_FORMAT) {
         return Err(checkpoint_error(
             path,
-            format!("not a fashion-mnist checkpoint (metadata format is not {CHECKPOINT_FORMAT:?})"),
+            format!(
+                "not a fashion-mnist checkpoint (metadata format is not {CHECKPOINT_FORMAT:?})"
+            ),
         ));
     }
     let architecture = fields

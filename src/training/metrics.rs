@@ -35,8 +35,16 @@ impl ConfusionMatrix {
                 let tp = self.counts[c][c] as f64;
                 let support: u32 = self.counts[c].iter().sum();
                 let predicted: u32 = (0..NUM_CLASSES).map(|t| self.counts[t][c]).sum();
-                let precision = if predicted > 0 { tp / predicted as f64 } else { 0.0 };
-                let recall = if support > 0 { tp / support as f64 } else { 0.0 };
+                let precision = if predicted > 0 {
+                    tp / predicted as f64
+                } else {
+                    0.0
+                };
+                let recall = if support > 0 {
+                    tp / support as f64
+                } else {
+                    0.0
+                };
                 let f1 = if precision + recall > 0.0 {
                     2.0 * precision * recall / (precision + recall)
                 } else {
@@ -121,7 +129,15 @@ impl fmt::Display for ClassificationReport {
         }
         let support: u32 = self.classes.iter().map(|c| c.support).sum();
         let (p, r, f1) = self.macro_average();
-        writeln!(f, "{:>12} {:>9} {:>9} {:>9.4} {:>9}", "accuracy", "", "", self.accuracy, support)?;
-        write!(f, "{:>12} {p:>9.4} {r:>9.4} {f1:>9.4} {support:>9}", "macro avg")
+        writeln!(
+            f,
+            "{:>12} {:>9} {:>9} {:>9.4} {:>9}",
+            "accuracy", "", "", self.accuracy, support
+        )?;
+        write!(
+            f,
+            "{:>12} {p:>9.4} {r:>9.4} {f1:>9.4} {support:>9}",
+            "macro avg"
+        )
     }
 }

@@ -132,7 +132,11 @@ impl TrainObserver for EpochLines {
     fn on_early_stop(&mut self, best_epoch: usize, restored: bool) {
         println!(
             "early stopping: best epoch {best_epoch}{}",
-            if restored { ", its weights restored" } else { "" }
+            if restored {
+                ", its weights restored"
+            } else {
+                ""
+            }
         );
     }
 }
@@ -240,8 +244,7 @@ fn fit_here<M: ImageClassifier>(
         for (step, indices) in order.chunks(config.batch_size).enumerate() {
             let x = batch_tensor(&device, train, indices, shape);
             let labels: Vec<u8> = indices.iter().map(|&i| train.labels[i]).collect();
-            let targets =
-                device.tensor_from_vec(one_hot(&labels), (indices.len(), NUM_CLASSES));
+            let targets = device.tensor_from_vec(one_hot(&labels), (indices.len(), NUM_CLASSES));
             // A fresh gradient store per step: dfdx cannot mark run-time-shaped parameters as
             // leaves from outside the crate, so intermediate gradients are dropped with it.
             let logits = model.forward(x.traced(Gradients::leaky()));
@@ -268,7 +271,19 @@ fn fit_here<M: ImageClassifier>(
                 .zip(&labels)
                 .filter(|(row, &label)| argmax(row) == label)
                 .count();
-            observer.on_batch(step + 1, loss_sum / seen as f64, correct as f64 / seen as f64);
+            observer.on_batch(
+                step + 1,
+                loss_sum / seen as f64,
+                correct as f64 / seen as f64,
+            );
+        }
+        // A diverged weight can hide behind a ReLU and leave the loss finite; check them all.
+        if let Some(parameter) = first_non_finite_param(model) {
+            return Err(TrainError::NonFiniteWeights {
+                epoch,
+                parameter,
+                learning_rate: config.learning_rate,
+            });
         }
         let (val_loss, val_accuracy) = match validation {
             Some(v) => {
@@ -314,6 +329,25 @@ fn fit_here<M: ImageClassifier>(
         }
     }
     Ok(history)
+}
+
+struct FirstNonFinite(Option<String>);
+
+impl crate::models::ParamVisitor for FirstNonFinite {
+    type Error = ();
+    fn visit<S: Shape>(&mut self, name: &str, t: &Tensor<S, f32, Cpu>) -> Result<(), ()> {
+        if self.0.is_none() && t.as_vec().iter().any(|v| !v.is_finite()) {
+            self.0 = Some(name.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// The name of the first parameter holding NaN or infinity, if any.
+fn first_non_finite_param<M: ImageClassifier>(model: &M) -> Option<String> {
+    let mut check = FirstNonFinite(None);
+    let _ = model.visit_params(&mut check);
+    check.0
 }
 
 /// Loss, accuracy, predictions and class probabilities of a model on a dataset.

@@ -35,10 +35,7 @@ impl Adam {
         grads: &mut Gradients<f32, Cpu>,
     ) -> Result<(), CpuError> {
         self.step += 1;
-        let mut visitor = AdamStep {
-            adam: self,
-            grads,
-        };
+        let mut visitor = AdamStep { adam: self, grads };
         model.visit_params_mut(&mut visitor)
     }
 }
