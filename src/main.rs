@@ -373,19 +373,24 @@ fn run_train(args: TrainArgs) -> Result<()> {
         );
     }
     let loaded = args.source.load()?;
-    let mut train_set = loaded.train.clone();
-    if let Some(limit) = args.limit {
-        train_set = train_set.head(limit);
-    }
-    let all = Prepared::from_dataset(&train_set);
+    let limited;
+    let train_set = match args.limit {
+        Some(limit) => {
+            limited = loaded.train.head(limit);
+            &limited
+        }
+        None => &loaded.train,
+    };
     let split = prepare::train_validation_split(
-        &all.labels,
+        &train_set.labels,
         args.validation_split,
         args.seed,
         args.stratify,
     );
-    let train = all.subset(&split.train);
-    let validation = (!split.validation.is_empty()).then(|| all.subset(&split.validation));
+    // Scale only the selected images (f32 copies are 4x the bytes).
+    let train = Prepared::from_dataset(&train_set.subset(&split.train));
+    let validation = (!split.validation.is_empty())
+        .then(|| Prepared::from_dataset(&train_set.subset(&split.validation)));
     eprintln!(
         "data: {} training, {} validation images from {}",
         train.len(),
