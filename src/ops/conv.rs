@@ -4,7 +4,7 @@ use dfdx::prelude::*;
 use rayon::prelude::*;
 
 use super::matmul::{matmul, MatRef};
-use super::{accumulate_grad, contiguous_values, take_output_grad, Tensor1, Tensor4};
+use super::{accumulate_grad, contiguous_values, output_size, take_output_grad, Tensor1, Tensor4};
 
 /// Whether the backward pass computes the gradient of the convolution's input. The first layer
 /// of a network skips it: nothing upstream needs it, and it costs as much as the forward pass.
@@ -29,11 +29,11 @@ pub struct Conv2dGeometry {
 
 impl Conv2dGeometry {
     pub fn out_height(&self) -> usize {
-        (self.in_height + 2 * self.padding - self.kernel) / self.stride + 1
+        output_size(self.in_height, self.kernel, self.stride, self.padding)
     }
 
     pub fn out_width(&self) -> usize {
-        (self.in_width + 2 * self.padding - self.kernel) / self.stride + 1
+        output_size(self.in_width, self.kernel, self.stride, self.padding)
     }
 
     /// Rows of the im2col matrix: in_channels * kernel * kernel.

@@ -23,6 +23,11 @@ pub type Tensor1<T = NoneTape> = Tensor<(usize,), f32, Cpu, T>;
 /// A 2-D tensor (batch, features) on the CPU.
 pub type Tensor2<T = NoneTape> = Tensor<(usize, usize), f32, Cpu, T>;
 
+/// Positions a window of `kernel` takes along an axis of `input` with `stride` and `padding`.
+fn output_size(input: usize, kernel: usize, stride: usize, padding: usize) -> usize {
+    (input + 2 * padding - kernel) / stride + 1
+}
+
 /// Work (elements) below which an op runs on the calling thread: waking the thread pool costs
 /// more than it saves on small tensors.
 const PARALLEL_THRESHOLD: usize = 1 << 15;

@@ -3,7 +3,9 @@
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
-use super::{accumulate_grad, contiguous_values, take_output_grad, Tensor4, PARALLEL_THRESHOLD};
+use super::{
+    accumulate_grad, contiguous_values, output_size, take_output_grad, Tensor4, PARALLEL_THRESHOLD,
+};
 
 /// Shapes of one pooling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,11 +19,11 @@ pub struct Pool2dGeometry {
 
 impl Pool2dGeometry {
     pub fn out_height(&self) -> usize {
-        (self.in_height + 2 * self.padding - self.kernel) / self.stride + 1
+        output_size(self.in_height, self.kernel, self.stride, self.padding)
     }
 
     pub fn out_width(&self) -> usize {
-        (self.in_width + 2 * self.padding - self.kernel) / self.stride + 1
+        output_size(self.in_width, self.kernel, self.stride, self.padding)
     }
 
     /// Pools one plane; `argmax` receives the input index each output took its value from.
