@@ -444,9 +444,9 @@ fn run_train(args: TrainArgs) -> Result<()> {
         &mut observer,
     )?;
     history.save(&args.out)?;
-    let curves = fashion_mnist::plots::training_curves_svg(&history, "LeNet-5")
+    fashion_mnist::plots::training_curves(&history, "LeNet-5")
+        .and_then(|chart| chart.save(&args.out.join("curves.svg")))
         .map_err(|e| anyhow::anyhow!("drawing the training curves: {e}"))?;
-    std::fs::write(args.out.join("curves.svg"), curves)?;
     let checkpoint_path = args.out.join("model.safetensors");
     checkpoint::save(&model, &checkpoint_path)?;
 

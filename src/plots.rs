@@ -1,142 +1,434 @@
-//! Charts drawn with plotters. Each returns SVG text, which a notebook shows inline and the CLI
-//! writes to a file.
+//! Charts drawn with plotters, one function each. A [`Chart`] is SVG: a notebook shows it
+//! inline (evcxr), the CLI and reports write it as `.svg` or `.png`.
 
+use std::path::Path;
+
+use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::colors::colormaps::ViridisRGB;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::training::History;
+use crate::training::{ConfusionMatrix, History};
 
-/// The error type of chart drawing.
+/// The error type of chart drawing and writing.
 pub type PlotError = Box<dyn std::error::Error + Send + Sync>;
 
-/// One named line of (x, y) points.
-struct Curve<'a> {
-    name: &'a str,
-    points: Vec<(f64, f64)>,
-    color: RGBColor,
+/// A drawn chart (SVG text and its size in pixels).
+#[derive(Clone, Debug)]
+pub struct Chart {
+    svg: String,
+    width: u32,
+    height: u32,
 }
 
-fn draw_series_panel<DB: DrawingBackend>(
-    area: &DrawingArea<DB, plotters::coord::Shift>,
+impl Chart {
+    fn draw(
+        (width, height): (u32, u32),
+        paint: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), PlotError>,
+    ) -> Result<Chart, PlotError> {
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
+            root.fill(&WHITE)?;
+            paint(&root)?;
+            root.present()?;
+        }
+        Ok(Chart { svg, width, height })
+    }
+
+    pub fn svg(&self) -> &str {
+        &self.svg
+    }
+
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    /// The chart rasterized to PNG bytes (text uses the system's sans-serif font).
+    pub fn to_png(&self) -> Result<Vec<u8>, PlotError> {
+        use resvg::{tiny_skia, usvg};
+        let mut options = usvg::Options::default();
+        options.fontdb_mut().load_system_fonts();
+        options.fontdb_mut().set_sans_serif_family("DejaVu Sans");
+        let tree = usvg::Tree::from_str(&self.svg, &options)?;
+        let mut pixmap = tiny_skia::Pixmap::new(self.width, self.height)
+            .ok_or("chart has no area")?;
+        pixmap.fill(tiny_skia::Color::WHITE);
+        resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+        Ok(pixmap.encode_png()?)
+    }
+
+    /// Writes the chart as SVG or PNG, chosen by the file extension.
+    pub fn save(&self, path: &Path) -> Result<(), PlotError> {
+        let bytes = match path.extension().and_then(|e| e.to_str()) {
+            Some("svg") => self.svg.as_bytes().to_vec(),
+            Some("png") => self.to_png()?,
+            _ => return Err(format!("{}: use a .svg or .png file name", path.display()).into()),
+        };
+        crate::fsutil::write_bytes_atomically(path, &bytes)?;
+        Ok(())
+    }
+
+    /// Shows the chart inline in an evcxr (Rust Jupyter kernel) notebook.
+    pub fn evcxr_display(&self) {
+        println!("EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT", self.svg);
+    }
+}
+
+/// One named line of (x, y) points.
+#[derive(Clone, Debug)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+impl Series {
+    pub fn new(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Series {
+            name: name.into(),
+            points,
+        }
+    }
+
+    /// Values at x = 1, 2, 3, ... (epochs).
+    pub fn per_epoch(name: impl Into<String>, values: &[f64]) -> Self {
+        Series::new(
+            name,
+            values.iter().enumerate().map(|(i, v)| ((i + 1) as f64, *v)).collect(),
+        )
+    }
+}
+
+/// The matplotlib "tab10" colours, in order.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+fn integer_label(x: &f64) -> String {
+    if (x - x.round()).abs() < 1e-6 {
+        format!("{x:.0}")
+    } else {
+        String::new()
+    }
+}
+
+fn draw_lines<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
     title: &str,
-    y_label: &str,
-    series: &[Curve<'_>],
-    legend: SeriesLabelPosition,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
 ) -> Result<(), PlotError>
 where
     DB::ErrorType: 'static,
 {
-    let points = series.iter().flat_map(|c| c.points.iter());
-    let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
-    for &(x, y) in points {
-        x_max = x_max.max(x);
-        y_min = y_min.min(y);
-        y_max = y_max.max(y);
+    let points = series.iter().flat_map(|s| s.points.iter());
+    let (mut x_min, mut x_max) = (f64::INFINITY, f64::NEG_INFINITY);
+    let (mut y_min, mut y_max) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in points.filter(|(x, y)| x.is_finite() && y.is_finite()) {
+        (x_min, x_max) = (x_min.min(x), x_max.max(x));
+        (y_min, y_max) = (y_min.min(y), y_max.max(y));
     }
-    if !y_min.is_finite() {
-        (y_min, y_max) = (0.0, 1.0);
+    if !x_min.is_finite() {
+        (x_min, x_max, y_min, y_max) = (0.0, 1.0, 0.0, 1.0);
+    }
+    if x_max - x_min < 1.0 {
+        x_max = x_min + 1.0;
     }
     let pad = ((y_max - y_min) * 0.08).max(1e-3);
+    let integer_x = series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .all(|(x, _)| x.fract() == 0.0);
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
-        .y_label_area_size(52)
-        .build_cartesian_2d(1.0..x_max.max(2.0), (y_min - pad)..(y_max + pad))?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc(y_label)
-        .x_labels((x_max as usize).clamp(2, 12))
-        .x_label_formatter(&|x| {
-            if (x - x.round()).abs() < 1e-6 {
-                format!("{x:.0}")
-            } else {
-                String::new()
-            }
-        })
-        .y_label_formatter(&|y| format!("{y:.3}"))
-        .draw()?;
-    for Curve {
-        name,
-        points,
-        color,
-    } in series
-    {
-        let color = *color;
+        .y_label_area_size(56)
+        .build_cartesian_2d(x_min..x_max, (y_min - pad)..(y_max + pad))?;
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(x_desc)
+        .y_desc(y_desc)
+        .y_label_formatter(&|y| format!("{y:.3}"));
+    if integer_x {
+        mesh.x_labels(((x_max - x_min) as usize + 1).clamp(2, 12))
+            .x_label_formatter(&integer_label);
+    }
+    mesh.draw()?;
+    for (i, s) in series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
         chart
-            .draw_series(LineSeries::new(
-                points.iter().copied(),
-                color.stroke_width(2),
-            ))?
-            .label(*name)
+            .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))?
+            .label(s.name.as_str())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
             });
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        if s.points.len() <= 60 {
+            chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        }
     }
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .position(legend)
+        .position(SeriesLabelPosition::Coordinate(-5, 5))
         .draw()?;
     Ok(())
 }
 
+/// Line chart of several named series with a legend and axis labels.
+pub fn line_chart(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+) -> Result<Chart, PlotError> {
+    Chart::draw((720, 420), |root| draw_lines(root, title, x_desc, y_desc, series))
+}
+
 /// Accuracy and loss curves, training vs validation, side by side (as the walkthrough plots
 /// them after `fit`).
-pub fn training_curves_svg(history: &History, title: &str) -> Result<String, PlotError> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (1000, 400)).into_drawing_area();
-        root.fill(&WHITE)?;
+pub fn training_curves(history: &History, title: &str) -> Result<Chart, PlotError> {
+    let pick = |f: fn(&crate::training::EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
+        history
+            .epochs
+            .iter()
+            .filter_map(|r| f(r).map(|v| (r.epoch as f64, v)))
+            .collect()
+    };
+    Chart::draw((1000, 400), |root| {
         let (left, right) = root.split_horizontally(500);
-        let pick = |f: fn(&crate::training::EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
-            history
-                .epochs
-                .iter()
-                .filter_map(|r| f(r).map(|v| (r.epoch as f64, v)))
-                .collect()
-        };
-        let train_color = RGBColor(31, 119, 180);
-        let val_color = RGBColor(255, 127, 14);
-        draw_series_panel(
+        draw_lines(
             &left,
             &format!("{title}: accuracy"),
+            "epoch",
             "accuracy",
             &[
-                Curve {
-                    name: "train",
-                    points: pick(|r| Some(r.accuracy)),
-                    color: train_color,
-                },
-                Curve {
-                    name: "validation",
-                    points: pick(|r| r.val_accuracy),
-                    color: val_color,
-                },
+                Series::new("train", pick(|r| Some(r.accuracy))),
+                Series::new("validation", pick(|r| r.val_accuracy)),
             ],
-            SeriesLabelPosition::LowerRight,
         )?;
-        draw_series_panel(
+        draw_lines(
             &right,
             &format!("{title}: loss"),
+            "epoch",
             "categorical cross-entropy",
             &[
-                Curve {
-                    name: "train",
-                    points: pick(|r| Some(r.loss)),
-                    color: train_color,
-                },
-                Curve {
-                    name: "validation",
-                    points: pick(|r| r.val_loss),
-                    color: val_color,
-                },
+                Series::new("train", pick(|r| Some(r.loss))),
+                Series::new("validation", pick(|r| r.val_loss)),
             ],
-            SeriesLabelPosition::UpperRight,
-        )?;
-        root.present()?;
+        )
+    })
+}
+
+/// Vertical bar chart with a value printed above each bar.
+pub fn bar_chart(
+    title: &str,
+    y_desc: &str,
+    labels: &[String],
+    values: &[f64],
+) -> Result<Chart, PlotError> {
+    assert_eq!(labels.len(), values.len(), "one label per bar");
+    let n = values.len().max(1);
+    let top = values.iter().copied().fold(0.0f64, f64::max).max(1e-9) * 1.12;
+    Chart::draw((820, 420), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(56)
+            .y_label_area_size(60)
+            .build_cartesian_2d((0..n).into_segmented(), 0.0..top)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .y_desc(y_desc)
+            .x_labels(n)
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .draw()?;
+        chart.draw_series(values.iter().enumerate().map(|(i, &v)| {
+            let mut bar = Rectangle::new(
+                [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), v)],
+                PALETTE[0].filled(),
+            );
+            bar.set_margin(0, 0, 8, 8);
+            bar
+        }))?;
+        chart.draw_series(values.iter().enumerate().map(|(i, &v)| {
+            Text::new(
+                format_value(v),
+                (SegmentValue::CenterOf(i), v + top * 0.015),
+                anchored(("sans-serif", 13).into_font(), VPos::Bottom),
+            )
+        }))?;
+        Ok(())
+    })
+}
+
+/// A text style centred horizontally, with the given vertical anchor.
+fn anchored(font: FontDesc<'_>, vertical: VPos) -> TextStyle<'_> {
+    TextStyle::from(font).pos(Pos::new(HPos::Center, vertical))
+}
+
+fn format_value(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e12 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
     }
-    Ok(svg)
+}
+
+/// Heatmap of a `rows` x `cols` grid (row 0 at the top) with a colour scale (viridis) beside it.
+pub fn heatmap(title: &str, values: &[f64], rows: usize, cols: usize) -> Result<Chart, PlotError> {
+    assert_eq!(values.len(), rows * cols, "rows x cols values");
+    let (lo, hi) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    Chart::draw((620, 520), |root| {
+        let (main, scale) = root.split_horizontally(520);
+        let mut chart = ChartBuilder::on(&main)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(36)
+            .build_cartesian_2d(0..cols, rows..0)?;
+        chart.configure_mesh().disable_mesh().draw()?;
+        chart.draw_series(values.iter().enumerate().map(|(i, &v)| {
+            let (r, c) = (i / cols, i % cols);
+            let color = ViridisRGB::get_color_normalized(v, lo, lo + span);
+            Rectangle::new([(c, r), (c + 1, r + 1)], color.filled())
+        }))?;
+        let steps = 64;
+        let mut bar = ChartBuilder::on(&scale)
+            .margin_top(44)
+            .margin_bottom(42)
+            .margin_right(8)
+            .y_label_area_size(52)
+            .build_cartesian_2d(0.0..1.0, lo..lo + span)?;
+        bar.configure_mesh()
+            .disable_mesh()
+            .disable_x_axis()
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .draw()?;
+        bar.draw_series((0..steps).map(|s| {
+            let a = lo + span * s as f64 / steps as f64;
+            let b = lo + span * (s + 1) as f64 / steps as f64;
+            let color = ViridisRGB::get_color_normalized(a, lo, lo + span);
+            Rectangle::new([(0.0, a), (1.0, b)], color.filled())
+        }))?;
+        Ok(())
+    })
+}
+
+/// A grid of gray images (values 0..255, `side` x `side` each, light on dark as in
+/// Fashion-MNIST) with a caption under each, `columns` per row.
+pub fn image_grid(
+    title: &str,
+    images: &[Vec<u8>],
+    side: usize,
+    captions: &[String],
+    columns: usize,
+) -> Result<Chart, PlotError> {
+    assert_eq!(images.len(), captions.len(), "one caption per image");
+    let columns = columns.max(1);
+    let rows = images.len().div_ceil(columns).max(1);
+    let scale = 3usize;
+    let cell = (side * scale + 24) as u32;
+    let width = (cell + 16) * columns as u32;
+    let height = 40 + cell * rows as u32;
+    Chart::draw((width, height), |root| {
+        let body = root.titled(title, ("sans-serif", 20))?;
+        let cells = body.split_evenly((rows, columns));
+        for ((image, caption), area) in images.iter().zip(captions).zip(cells.iter()) {
+            let (w, _) = area.dim_in_pixel();
+            let x0 = (w as i32 - (side * scale) as i32) / 2;
+            // Nearest-neighbour upscaling to an RGB buffer, embedded as one bitmap.
+            let mut rgb = Vec::with_capacity(side * side * scale * scale * 3);
+            for y in 0..side * scale {
+                for x in 0..side * scale {
+                    let v = image[(y / scale) * side + x / scale];
+                    rgb.extend_from_slice(&[v, v, v]);
+                }
+            }
+            let size = ((side * scale) as u32, (side * scale) as u32);
+            let element = BitMapElement::with_owned_buffer((x0, 2), size, rgb)
+                .ok_or("image buffer size")?;
+            area.draw(&element)?;
+            area.draw(&Text::new(
+                caption.clone(),
+                (w as i32 / 2, (side * scale) as i32 + 6),
+                anchored(("sans-serif", 12).into_font(), VPos::Top),
+            ))?;
+        }
+        Ok(())
+    })
+}
+
+/// Confusion matrix as a coloured grid with the count in every cell (rows: true class,
+/// columns: predicted class).
+pub fn confusion_matrix_chart(
+    matrix: &ConfusionMatrix,
+    class_names: &[&str],
+    title: &str,
+) -> Result<Chart, PlotError> {
+    let n = matrix.counts.len();
+    let max = matrix.counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    Chart::draw((760, 680), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(90)
+            .y_label_area_size(100)
+            .build_cartesian_2d((0..n).into_segmented(), (0..n).into_segmented())?;
+        let name = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(i) => class_names.get(n - 1 - *i).copied().unwrap_or("").to_string(),
+            _ => String::new(),
+        };
+        let column_name = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(i) => class_names.get(*i).copied().unwrap_or("").to_string(),
+            _ => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc("predicted class")
+            .y_desc("true class")
+            .x_labels(n)
+            .y_labels(n)
+            .x_label_formatter(&column_name)
+            .y_label_formatter(&name)
+            .x_label_style(("sans-serif", 11).into_font().transform(FontTransform::Rotate90))
+            .draw()?;
+        for (t, row) in matrix.counts.iter().enumerate() {
+            let y = n - 1 - t;
+            for (p, &count) in row.iter().enumerate() {
+                let strength = count as f64 / max;
+                let color = if t == p { PALETTE[0] } else { PALETTE[3] };
+                let fill = color.mix(0.08 + 0.92 * strength.sqrt());
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    [(SegmentValue::Exact(p), SegmentValue::Exact(y)), (SegmentValue::Exact(p + 1), SegmentValue::Exact(y + 1))],
+                    fill.filled(),
+                )))?;
+                let text_color = if strength > 0.45 { WHITE } else { BLACK };
+                chart.draw_series(std::iter::once(Text::new(
+                    count.to_string(),
+                    (SegmentValue::CenterOf(p), SegmentValue::CenterOf(y)),
+                    anchored(("sans-serif", 13).into_font(), VPos::Center).color(&text_color),
+                )))?;
+            }
+        }
+        Ok(())
+    })
 }
