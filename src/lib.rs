@@ -5,8 +5,10 @@ pub mod data;
 pub mod error;
 mod fsutil;
 pub mod models;
+pub mod notebook;
 pub mod ops;
 pub mod plots;
+pub mod report;
 pub mod training;
 
 pub use error::{DataError, TrainError};

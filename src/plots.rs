@@ -33,6 +33,8 @@ impl Chart {
             paint(&root)?;
             root.present()?;
         }
+        // plotters labels embedded bitmaps "data:png", which browsers and resvg reject.
+        let svg = svg.replace("href=\"data:png;base64,", "href=\"data:image/png;base64,");
         Ok(Chart { svg, width, height })
     }
 
@@ -51,8 +53,8 @@ impl Chart {
         options.fontdb_mut().load_system_fonts();
         options.fontdb_mut().set_sans_serif_family("DejaVu Sans");
         let tree = usvg::Tree::from_str(&self.svg, &options)?;
-        let mut pixmap = tiny_skia::Pixmap::new(self.width, self.height)
-            .ok_or("chart has no area")?;
+        let mut pixmap =
+            tiny_skia::Pixmap::new(self.width, self.height).ok_or("chart has no area")?;
         pixmap.fill(tiny_skia::Color::WHITE);
         resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
         Ok(pixmap.encode_png()?)
@@ -71,7 +73,10 @@ impl Chart {
 
     /// Shows the chart inline in an evcxr (Rust Jupyter kernel) notebook.
     pub fn evcxr_display(&self) {
-        println!("EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT", self.svg);
+        println!(
+            "EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
+            self.svg
+        );
     }
 }
 
@@ -94,7 +99,11 @@ impl Series {
     pub fn per_epoch(name: impl Into<String>, values: &[f64]) -> Self {
         Series::new(
             name,
-            values.iter().enumerate().map(|(i, v)| ((i + 1) as f64, *v)).collect(),
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| ((i + 1) as f64, *v))
+                .collect(),
         )
     }
 }
@@ -167,7 +176,10 @@ where
     for (i, s) in series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                color.stroke_width(2),
+            ))?
             .label(s.name.as_str())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
@@ -192,7 +204,9 @@ pub fn line_chart(
     y_desc: &str,
     series: &[Series],
 ) -> Result<Chart, PlotError> {
-    Chart::draw((720, 420), |root| draw_lines(root, title, x_desc, y_desc, series))
+    Chart::draw((720, 420), |root| {
+        draw_lines(root, title, x_desc, y_desc, series)
+    })
 }
 
 /// Accuracy and loss curves, training vs validation, side by side (as the walkthrough plots
@@ -246,7 +260,7 @@ pub fn bar_chart(
             .margin(12)
             .x_label_area_size(56)
             .y_label_area_size(60)
-            .build_cartesian_2d((0..n).into_segmented(), 0.0..top)?;
+            .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..top)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -259,7 +273,10 @@ pub fn bar_chart(
             .draw()?;
         chart.draw_series(values.iter().enumerate().map(|(i, &v)| {
             let mut bar = Rectangle::new(
-                [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), v)],
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), v),
+                ],
                 PALETTE[0].filled(),
             );
             bar.set_margin(0, 0, 8, 8);
@@ -294,7 +311,9 @@ pub fn heatmap(title: &str, values: &[f64], rows: usize, cols: usize) -> Result<
     assert_eq!(values.len(), rows * cols, "rows x cols values");
     let (lo, hi) = values
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
     let span = if hi > lo { hi - lo } else { 1.0 };
     Chart::draw((620, 520), |root| {
         let (main, scale) = root.split_horizontally(520);
@@ -321,6 +340,7 @@ pub fn heatmap(title: &str, values: &[f64], rows: usize, cols: usize) -> Result<
             .disable_mesh()
             .disable_x_axis()
             .y_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_style(("sans-serif", 12))
             .draw()?;
         bar.draw_series((0..steps).map(|s| {
             let a = lo + span * s as f64 / steps as f64;
@@ -363,8 +383,8 @@ pub fn image_grid(
                 }
             }
             let size = ((side * scale) as u32, (side * scale) as u32);
-            let element = BitMapElement::with_owned_buffer((x0, 2), size, rgb)
-                .ok_or("image buffer size")?;
+            let element =
+                BitMapElement::with_owned_buffer((x0, 2), size, rgb).ok_or("image buffer size")?;
             area.draw(&element)?;
             area.draw(&Text::new(
                 caption.clone(),
@@ -384,16 +404,27 @@ pub fn confusion_matrix_chart(
     title: &str,
 ) -> Result<Chart, PlotError> {
     let n = matrix.counts.len();
-    let max = matrix.counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    let max = matrix
+        .counts
+        .iter()
+        .flatten()
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
     Chart::draw((760, 680), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 20))
             .margin(12)
-            .x_label_area_size(90)
+            .x_label_area_size(50)
             .y_label_area_size(100)
-            .build_cartesian_2d((0..n).into_segmented(), (0..n).into_segmented())?;
+            .build_cartesian_2d((0..n - 1).into_segmented(), (0..n - 1).into_segmented())?;
         let name = |v: &SegmentValue<usize>| match v {
-            SegmentValue::CenterOf(i) => class_names.get(n - 1 - *i).copied().unwrap_or("").to_string(),
+            SegmentValue::CenterOf(i) => class_names
+                .get(n - 1 - *i)
+                .copied()
+                .unwrap_or("")
+                .to_string(),
             _ => String::new(),
         };
         let column_name = |v: &SegmentValue<usize>| match v {
@@ -409,7 +440,7 @@ pub fn confusion_matrix_chart(
             .y_labels(n)
             .x_label_formatter(&column_name)
             .y_label_formatter(&name)
-            .x_label_style(("sans-serif", 11).into_font().transform(FontTransform::Rotate90))
+            .x_label_style(("sans-serif", 10))
             .draw()?;
         for (t, row) in matrix.counts.iter().enumerate() {
             let y = n - 1 - t;
@@ -418,7 +449,10 @@ pub fn confusion_matrix_chart(
                 let color = if t == p { PALETTE[0] } else { PALETTE[3] };
                 let fill = color.mix(0.08 + 0.92 * strength.sqrt());
                 chart.draw_series(std::iter::once(Rectangle::new(
-                    [(SegmentValue::Exact(p), SegmentValue::Exact(y)), (SegmentValue::Exact(p + 1), SegmentValue::Exact(y + 1))],
+                    [
+                        (SegmentValue::Exact(p), SegmentValue::Exact(y)),
+                        (SegmentValue::Exact(p + 1), SegmentValue::Exact(y + 1)),
+                    ],
                     fill.filled(),
                 )))?;
                 let text_color = if strength > 0.45 { WHITE } else { BLACK };

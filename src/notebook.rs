@@ -1,0 +1,314 @@
+//! Plain, concrete functions for the notebooks: each cell is one call. Keeping the generic
+//! code inside the library means a notebook cell compiles in seconds.
+
+use std::path::{Path, PathBuf};
+
+use dfdx::prelude::Cpu;
+use polars::prelude::DataFrame;
+
+use crate::data::prepare::{train_validation_split, Prepared};
+use crate::data::{
+    eda, source, Dataset, FashionMnist, Verification, CLASS_NAMES, IMAGE_PIXELS, IMAGE_SIDE,
+    NUM_CLASSES,
+};
+use crate::error::{DataError, TrainError};
+use crate::models::{LeNet5, LeNet5Config};
+use crate::plots::{self, Chart, PlotError, Series};
+use crate::report::Table;
+use crate::training::{self, EpochLines, Evaluation, History, TrainConfig};
+
+/// Quick mode (environment variable `FASHION_MNIST_QUICK=1`): every notebook runs on a small
+/// subset with few epochs, for CI and for a first try. The default is the full study.
+pub fn quick_mode() -> bool {
+    std::env::var("FASHION_MNIST_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Sizes the notebooks use, full or quick.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    pub quick: bool,
+    /// Training images used (None: all 60,000).
+    pub train_limit: Option<usize>,
+    /// The walkthrough's fixed number of epochs ("8 by eye").
+    pub epochs: usize,
+    /// Upper bound for runs with early stopping.
+    pub max_epochs: usize,
+}
+
+pub fn settings() -> Settings {
+    if quick_mode() {
+        Settings {
+            quick: true,
+            train_limit: Some(3000),
+            epochs: 2,
+            max_epochs: 4,
+        }
+    } else {
+        Settings {
+            quick: false,
+            train_limit: None,
+            epochs: 8,
+            max_epochs: 30,
+        }
+    }
+}
+
+/// Loads Fashion-MNIST: `$FASHION_MNIST_DATA` if set, else the project's `data/fashion-mnist`
+/// (seen from the notebooks folder), else the usual places (see `data::source`).
+pub fn load_data() -> Result<FashionMnist, DataError> {
+    let from_env = std::env::var_os("FASHION_MNIST_DATA").map(PathBuf::from);
+    let project = Path::new("..").join(source::PROJECT_DATA_DIR);
+    let user = from_env.or_else(|| source::locate(Some(&project)).ok().map(|_| project));
+    source::find_and_load(user.as_deref(), false)
+}
+
+/// Where the data came from, its size and whether it verified.
+pub fn source_table(data: &FashionMnist) -> Table {
+    let mut table = Table::new(&["", ""]).titled("Fashion-MNIST");
+    table.push(vec!["source".into(), data.located.origin.to_string()]);
+    table.push(vec![
+        "training file".into(),
+        data.located.train.display().to_string(),
+    ]);
+    table.push(vec!["training images".into(), data.train.len().to_string()]);
+    table.push(vec![
+        "test images".into(),
+        data.test.as_ref().map_or(0, |t| t.len()).to_string(),
+    ]);
+    table.push(vec![
+        "verified".into(),
+        match &data.verification {
+            Verification::Verified => "yes (SHA-256 of the decompressed files)".into(),
+            Verification::Mismatch(files) => format!("NO: {}", files.join(", ")),
+            Verification::NotApplicable => "n/a (CSV)".into(),
+        },
+    ]);
+    table
+}
+
+/// The first rows (first and last columns only, the rest would not fit).
+pub fn head_table(df: &DataFrame, rows: usize) -> Table {
+    let preview = eda::head_preview(df, rows).expect("the Kaggle columns are present");
+    Table::from_dataframe(&preview, rows)
+}
+
+/// Missing values: total and per column (none in Fashion-MNIST).
+pub fn missing_values_table(df: &DataFrame) -> Table {
+    let (per_column, total) = eda::missing_values(df);
+    let mut table = Table::new(&["column", "missing"])
+        .titled(format!("missing values: {total} in {} columns", df.width()));
+    for (column, n) in per_column.iter().take(20) {
+        table.push(vec![column.clone(), n.to_string()]);
+    }
+    table
+}
+
+/// Bar chart of images per class.
+pub fn class_counts_chart(df: &DataFrame) -> Result<Chart, PlotError> {
+    let counts = eda::class_counts(df)?;
+    let values: Vec<f64> = counts
+        .column("count")?
+        .u32()?
+        .into_no_null_iter()
+        .map(|c| c as f64)
+        .collect();
+    let labels: Vec<String> = CLASS_NAMES.iter().map(|s| s.to_string()).collect();
+    plots::bar_chart("Images per class", "images", &labels, &values)
+}
+
+/// Heatmap of the mean intensity of every pixel over all images.
+pub fn mean_image_heatmap(dataset: &Dataset) -> Result<Chart, PlotError> {
+    let mut sums = vec![0f64; IMAGE_PIXELS];
+    for image in dataset.images.chunks_exact(IMAGE_PIXELS) {
+        for (s, &p) in sums.iter_mut().zip(image) {
+            *s += p as f64;
+        }
+    }
+    let n = dataset.len().max(1) as f64;
+    let means: Vec<f64> = sums.iter().map(|s| s / n).collect();
+    plots::heatmap(
+        &format!("Mean pixel value over {} images", dataset.len()),
+        &means,
+        IMAGE_SIDE,
+        IMAGE_SIDE,
+    )
+}
+
+/// `per_class` sample images of every class, one column per class.
+pub fn samples_by_class(dataset: &Dataset, per_class: usize) -> Result<Chart, PlotError> {
+    let mut picked: Vec<Vec<usize>> = vec![Vec::new(); NUM_CLASSES];
+    for (i, &label) in dataset.labels.iter().enumerate() {
+        let slot = &mut picked[label as usize];
+        if slot.len() < per_class {
+            slot.push(i);
+        }
+    }
+    let (mut images, mut captions) = (Vec::new(), Vec::new());
+    for row in 0..per_class {
+        for (class, indices) in picked.iter().enumerate() {
+            if let Some(&i) = indices.get(row) {
+                images.push(dataset.image(i).to_vec());
+                captions.push(CLASS_NAMES[class].to_string());
+            }
+        }
+    }
+    plots::image_grid(
+        "Samples of each class",
+        &images,
+        IMAGE_SIDE,
+        &captions,
+        NUM_CLASSES,
+    )
+}
+
+/// Scaled images for training, validation and test.
+#[derive(Clone, Debug)]
+pub struct SplitData {
+    pub train: Prepared,
+    pub validation: Prepared,
+    pub test: Prepared,
+}
+
+/// The walkthrough's preparation: scale to 0..1, one-hot (inside training), a seeded split of
+/// the training images (first `limit` only, when given) into train and validation.
+pub fn prepare_split(
+    data: &FashionMnist,
+    validation_fraction: f64,
+    seed: u64,
+    limit: Option<usize>,
+) -> SplitData {
+    let train_set = match limit {
+        Some(n) => data.train.head(n),
+        None => data.train.clone(),
+    };
+    let split = train_validation_split(&train_set.labels, validation_fraction, seed, false);
+    let test = data.test.as_ref().map(|t| match limit {
+        Some(n) => t.head(n / 3),
+        None => t.clone(),
+    });
+    SplitData {
+        train: Prepared::from_dataset(&train_set.subset(&split.train)),
+        validation: Prepared::from_dataset(&train_set.subset(&split.validation)),
+        test: test.map(|t| Prepared::from_dataset(&t)).unwrap_or_default(),
+    }
+}
+
+/// Shapes in the walkthrough's (Keras) notation.
+pub fn split_table(split: &SplitData) -> Table {
+    let mut table = Table::new(&["part", "X shape", "y shape (one-hot)", "pixel range"]);
+    for (name, part) in [
+        ("train", &split.train),
+        ("validation", &split.validation),
+        ("test", &split.test),
+    ] {
+        let (lo, hi) = part
+            .pixels
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        table.push(vec![
+            name.into(),
+            format!("({}, 28, 28, 1)", part.len()),
+            format!("({}, 10)", part.len()),
+            if part.is_empty() {
+                "-".into()
+            } else {
+                format!("{lo:.1} .. {hi:.1}")
+            },
+        ]);
+    }
+    table
+}
+
+/// A fresh LeNet-5 (Glorot-uniform weights from `seed`).
+pub fn lenet5(seed: u64) -> LeNet5 {
+    LeNet5::new(&Cpu::default(), LeNet5Config::default(), seed)
+}
+
+/// Trains on `split.train`, validating on `split.validation`, printing a line per epoch.
+pub fn train_lenet5(
+    model: &mut LeNet5,
+    split: &SplitData,
+    config: &TrainConfig,
+) -> Result<History, TrainError> {
+    training::fit(
+        model,
+        &split.train,
+        Some(&split.validation),
+        config,
+        &mut EpochLines,
+    )
+}
+
+/// Loss, accuracy and predictions on `data`.
+pub fn evaluate_lenet5(model: &LeNet5, data: &Prepared) -> Result<Evaluation, TrainError> {
+    training::evaluate(model, data, 1000)
+}
+
+/// Validation accuracy per epoch of several runs, one line each.
+pub fn compare_runs_chart(runs: &[(&str, &History)]) -> Result<Chart, PlotError> {
+    let series: Vec<Series> = runs
+        .iter()
+        .map(|(name, history)| {
+            Series::new(
+                *name,
+                history
+                    .epochs
+                    .iter()
+                    .filter_map(|r| r.val_accuracy.map(|a| (r.epoch as f64, a)))
+                    .collect(),
+            )
+        })
+        .collect();
+    plots::line_chart(
+        "Validation accuracy per epoch",
+        "epoch",
+        "validation accuracy",
+        &series,
+    )
+}
+
+/// Confusion matrix of an evaluation on `data`.
+pub fn confusion_chart(evaluation: &Evaluation, data: &Prepared) -> Result<Chart, PlotError> {
+    let matrix = evaluation.confusion_matrix(&data.labels);
+    plots::confusion_matrix_chart(
+        &matrix,
+        &CLASS_NAMES,
+        &format!(
+            "Confusion matrix ({} images, accuracy {:.4})",
+            data.len(),
+            matrix.accuracy()
+        ),
+    )
+}
+
+/// The first `count` misclassified images, captioned "true -> predicted".
+pub fn misclassified_grid(
+    evaluation: &Evaluation,
+    data: &Prepared,
+    count: usize,
+) -> Result<Chart, PlotError> {
+    let (mut images, mut captions) = (Vec::new(), Vec::new());
+    for (i, (&truth, &predicted)) in data.labels.iter().zip(&evaluation.predicted).enumerate() {
+        if truth != predicted && images.len() < count {
+            images.push(
+                data.image(i)
+                    .iter()
+                    .map(|&v| (v * 255.0).round() as u8)
+                    .collect(),
+            );
+            captions.push(format!(
+                "{} -> {}",
+                CLASS_NAMES[truth as usize], CLASS_NAMES[predicted as usize]
+            ));
+        }
+    }
+    plots::image_grid(
+        "Misclassified test images (true -> predicted)",
+        &images,
+        IMAGE_SIDE,
+        &captions,
+        6,
+    )
+}
