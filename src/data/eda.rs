@@ -3,6 +3,9 @@
 
 use polars::prelude::*;
 
+/// Re-exported so that notebooks can name the type (evcxr needs it for variables).
+pub use polars::prelude::DataFrame;
+
 use super::{csv::column_name, Dataset, CLASS_NAMES, IMAGE_PIXELS, NUM_CLASSES};
 
 /// The dataset as a DataFrame with Kaggle's columns (`label`, `pixel1`..`pixel784`, UInt8).

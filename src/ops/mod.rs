@@ -49,7 +49,8 @@ fn accumulate_grad<S: Shape, T>(
     src: &[f32],
 ) -> Result<(), CpuError> {
     let dst = grads.get_or_alloc_mut(tensor)?;
-    debug_assert_eq!(dst.len(), src.len());
+    // A mismatch means two tensors share an id (see `training::fit`); never add silently.
+    assert_eq!(dst.len(), src.len(), "gradient buffer of another tensor");
     for (d, s) in dst.iter_mut().zip(src) {
         *d += *s;
     }
@@ -65,6 +66,6 @@ fn take_output_grad<S: Shape, T>(
     let numel = output.shape().num_elements();
     let grad = grads.get_or_alloc_mut(output)?;
     let taken = std::mem::take(&mut **grad);
-    debug_assert_eq!(taken.len(), numel);
+    assert_eq!(taken.len(), numel, "gradient buffer of another tensor");
     Ok(taken)
 }

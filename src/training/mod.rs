@@ -217,6 +217,7 @@ fn fit_here<M: ImageClassifier>(
     observer: &mut dyn TrainObserver,
 ) -> Result<History, TrainError> {
     config.validate(validation.is_some())?;
+    refresh_param_ids(model);
     check_input(model, train)?;
     if let Some(v) = validation {
         check_input(model, v)?;
@@ -329,6 +330,24 @@ fn fit_here<M: ImageClassifier>(
         }
     }
     Ok(history)
+}
+
+struct Refresh;
+
+impl crate::models::ParamVisitorMut for Refresh {
+    type Error = std::convert::Infallible;
+    fn visit<S: Shape>(&mut self, _: &str, t: &mut Tensor<S, f32, Cpu>) -> Result<(), Self::Error> {
+        let values = t.as_vec();
+        *t = t.device().tensor_from_vec(values, *t.shape());
+        Ok(())
+    }
+}
+
+/// Gives every parameter a fresh tensor id. dfdx keys gradients by ids from a global counter;
+/// in an evcxr notebook every cell links its own copy of dfdx, whose counter starts again, so a
+/// model built in one cell could share ids with the tensors training makes in another.
+fn refresh_param_ids<M: ImageClassifier>(model: &mut M) {
+    let Ok(()) = model.visit_params_mut(&mut Refresh);
 }
 
 struct FirstNonFinite(Option<String>);
