@@ -5,6 +5,8 @@
 #     environment when there is one (see environment.yml), else into .venv-notebooks/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# cargo install puts binaries here; make sure the kernel is found right after installing it.
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
 if ! evcxr_jupyter --help >/dev/null 2>&1 || [ "$(cargo install --list | grep -c '^evcxr_jupyter v0.22.0')" = 0 ]; then
   cargo install evcxr_jupyter --version 0.22.0 --locked
