@@ -1,6 +1,7 @@
 //! Fashion-MNIST classification in Rust, following the Kaggle study step by step: data
 //! checks, LeNet-5 from scratch, tuning, cross-validation and transfer learning, on dfdx.
 
+pub mod cross_validation;
 pub mod data;
 pub mod error;
 mod fsutil;
@@ -10,5 +11,6 @@ pub mod ops;
 pub mod plots;
 pub mod report;
 pub mod training;
+pub mod tuning;
 
 pub use error::{DataError, TrainError};

@@ -67,8 +67,110 @@ enum Command {
     Evaluate(EvaluateArgs),
     /// Classify pictures (PNG/JPEG) with a checkpoint: top-3 classes
     Predict(PredictArgs),
+    /// Hyperparameter search for the modified LeNet-5 (random search and successive halving)
+    Tune(TuneArgs),
+    /// K-fold cross-validation of (modified) LeNet-5
+    Cv(CvArgs),
     /// Time LeNet-5 training epochs (optionally beside the walkthrough's Keras code)
     Bench(BenchArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SearchKind {
+    Random,
+    Halving,
+    /// Both, on about the same budget of epochs
+    Both,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ObjectiveArg {
+    ValAccuracy,
+    ValLoss,
+}
+
+#[derive(Args)]
+struct TuneArgs {
+    #[command(flatten)]
+    source: DataSource,
+    /// Search space: `walkthrough` (units 64-128 step 16, learning rate 1e-2 or 1e-3), `wide`
+    /// (learning rate log-uniform 1e-4..1e-2), or a TOML (`[[param]]` tables) / JSON file
+    #[arg(long, value_name = "NAME|FILE", default_value = "walkthrough")]
+    space: String,
+    #[arg(long, value_enum, default_value = "both")]
+    search: SearchKind,
+    /// Random search: number of trials
+    #[arg(long, default_value_t = 8)]
+    max_trials: usize,
+    /// Random search: epochs per trial
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Runs per trial (different initializations), scores averaged
+    #[arg(long, default_value_t = 1)]
+    executions: usize,
+    /// Successive halving: trials in the first rung
+    #[arg(long, default_value_t = 27)]
+    halving_trials: usize,
+    /// Successive halving: epochs in the first rung
+    #[arg(long, default_value_t = 1)]
+    min_epochs: usize,
+    /// Successive halving: epochs in the last rung
+    #[arg(long, default_value_t = 9)]
+    max_epochs: usize,
+    /// Successive halving: keep 1/eta of the trials per rung, eta times the epochs
+    #[arg(long, default_value_t = 3)]
+    eta: usize,
+    #[arg(long, value_enum, default_value = "val-accuracy")]
+    objective: ObjectiveArg,
+    /// Early stopping inside each trial (patience in epochs)
+    #[arg(long, value_name = "PATIENCE")]
+    early_stopping: Option<usize>,
+    /// Trials trained at the same time
+    #[arg(long, default_value_t = 1)]
+    parallel: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 0.2)]
+    validation_split: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Use only the first N training images (quick runs)
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Output directory: random.jsonl / halving.jsonl (resumable), summaries, charts
+    #[arg(long, default_value = "runs/tune")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct CvArgs {
+    #[command(flatten)]
+    source: DataSource,
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    /// Keep class proportions in every fold
+    #[arg(long)]
+    stratify: bool,
+    /// First dense layer's width (the tuned value)
+    #[arg(long, default_value_t = 120)]
+    dense_units: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    learning_rate: f64,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Early stopping inside each fold (patience in epochs)
+    #[arg(long, value_name = "PATIENCE")]
+    early_stopping: Option<usize>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Use only the first N training images (quick runs)
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Output directory: folds.jsonl (resumable), cv.json, charts
+    #[arg(long, default_value = "runs/cv")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -203,6 +305,8 @@ fn main() {
         Command::Train(args) => run_train(args),
         Command::Evaluate(args) => run_evaluate(args),
         Command::Predict(args) => run_predict(args),
+        Command::Tune(args) => run_tune(args),
+        Command::Cv(args) => run_cv(args),
         Command::Bench(args) => run_bench(args),
     };
     if let Err(error) = result {
@@ -530,6 +634,229 @@ fn run_predict(args: PredictArgs) -> Result<()> {
             .collect();
         println!("{}: {}", path.display(), top.join(", "));
     }
+    Ok(())
+}
+
+fn save_chart(
+    chart: Result<fashion_mnist::plots::Chart, fashion_mnist::plots::PlotError>,
+    path: &Path,
+) -> Result<()> {
+    chart
+        .and_then(|c| c.save(path))
+        .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
+}
+
+fn run_tune(args: TuneArgs) -> Result<()> {
+    use fashion_mnist::tuning::{
+        self, LeNet5Trials, Objective, SearchOptions, SearchSpace, TrialRecord,
+    };
+    let started = Instant::now();
+    let space = SearchSpace::named_or_file(&args.space)?;
+    if !(0.0..1.0).contains(&args.validation_split) || args.validation_split == 0.0 {
+        bail!(
+            "--validation-split must be in (0, 1), got {}",
+            args.validation_split
+        );
+    }
+    let loaded = args.source.load()?;
+    let train_set = match args.limit {
+        Some(n) => loaded.train.head(n),
+        None => loaded.train.clone(),
+    };
+    let split =
+        prepare::train_validation_split(&train_set.labels, args.validation_split, args.seed, false);
+    let train = Prepared::from_dataset(&train_set.subset(&split.train));
+    let validation = Prepared::from_dataset(&train_set.subset(&split.validation));
+    let runner = LeNet5Trials {
+        train: &train,
+        validation: &validation,
+        batch_size: args.batch_size,
+        seed: args.seed,
+        early_stopping: args.early_stopping.map(EarlyStopping::new),
+    };
+    let options = SearchOptions {
+        objective: match args.objective {
+            ObjectiveArg::ValAccuracy => Objective::MaxValAccuracy,
+            ObjectiveArg::ValLoss => Objective::MinValLoss,
+        },
+        executions_per_trial: args.executions,
+        seed: args.seed,
+        parallel_trials: args.parallel,
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let report = |r: &TrialRecord| {
+        let values: Vec<String> = r
+            .hyperparams
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        eprintln!(
+            "{} trial {:>2} (rung {}, {} epochs): {} -> {:.4} in {:.0} s",
+            r.search,
+            r.trial,
+            r.rung,
+            r.epochs,
+            values.join(", "),
+            r.score,
+            r.seconds
+        );
+    };
+    let mut summaries = Vec::new();
+    if matches!(args.search, SearchKind::Random | SearchKind::Both) {
+        let results = tuning::random_search(
+            &space,
+            args.max_trials,
+            args.epochs,
+            &runner,
+            &options,
+            Some(&args.out.join("random.jsonl")),
+            &report,
+        )?;
+        summaries.push(("random search", results));
+    }
+    if matches!(args.search, SearchKind::Halving | SearchKind::Both) {
+        let results = tuning::successive_halving(
+            &space,
+            args.halving_trials,
+            args.min_epochs,
+            args.max_epochs,
+            args.eta,
+            &runner,
+            &options,
+            Some(&args.out.join("halving.jsonl")),
+            &report,
+        )?;
+        summaries.push(("successive halving", results));
+    }
+    let mut comparison = fashion_mnist::report::Table::new(&[
+        "search",
+        "trials",
+        "epochs trained",
+        "seconds",
+        "best score",
+        "best hyperparameters",
+    ]);
+    let mut json = serde_json::Map::new();
+    for (name, results) in &summaries {
+        println!("\n{name}\n{}", results.results_summary(10));
+        let best = results.best().context("no trial finished")?;
+        comparison.push(vec![
+            name.to_string(),
+            results.trials.len().to_string(),
+            results.epochs_spent().to_string(),
+            format!("{:.0}", results.seconds()),
+            format!("{:.4}", best.score),
+            serde_json::to_string(&best.hyperparams)?,
+        ]);
+        json.insert(
+            name.replace(' ', "_"),
+            serde_json::json!({
+                "best_hyperparameters": best.hyperparams,
+                "best_score": best.score,
+                "trials": results.trials.len(),
+                "epochs_trained": results.epochs_spent(),
+                "seconds": results.seconds(),
+            }),
+        );
+        let slug = if name.starts_with("random") {
+            "random"
+        } else {
+            "halving"
+        };
+        save_chart(
+            fashion_mnist::notebook::trial_scores_chart(results, name),
+            &args.out.join(format!("{slug}-scores.svg")),
+        )?;
+        save_chart(
+            fashion_mnist::notebook::search_space_chart(results, name),
+            &args.out.join(format!("{slug}-space.svg")),
+        )?;
+        save_chart(
+            fashion_mnist::plots::training_curves(
+                &best.history,
+                &format!("best trial {}", best.trial),
+            ),
+            &args.out.join(format!("{slug}-best-curves.svg")),
+        )?;
+    }
+    println!("\n{comparison}");
+    json.insert(
+        "wall_seconds".into(),
+        serde_json::json!(started.elapsed().as_secs_f64()),
+    );
+    write_json(&args.out.join("tuning.json"), &json)?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+fn run_cv(args: CvArgs) -> Result<()> {
+    use fashion_mnist::cross_validation::{self, CvConfig};
+    let started = Instant::now();
+    let loaded = args.source.load()?;
+    let train_set = match args.limit {
+        Some(n) => loaded.train.head(n),
+        None => loaded.train.clone(),
+    };
+    let data = Prepared::from_dataset(&train_set);
+    let config = CvConfig {
+        folds: args.folds,
+        seed: args.seed,
+        stratified: args.stratify,
+        model: LeNet5Config {
+            dense1_units: args.dense_units,
+        },
+        train: TrainConfig {
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            learning_rate: args.learning_rate,
+            seed: args.seed,
+            early_stopping: args.early_stopping.map(EarlyStopping::new),
+        },
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let results = cross_validation::cross_validate(
+        &data,
+        &config,
+        Some(&args.out.join("folds.jsonl")),
+        false,
+        &|f| {
+            eprintln!(
+                "fold {}: val_accuracy {:.4}, val_loss {:.4}, {} epochs in {:.0} s",
+                f.fold,
+                f.val_accuracy,
+                f.val_loss,
+                f.history.epochs.len(),
+                f.seconds
+            )
+        },
+    )?;
+    println!("{}", results.table());
+    let (acc, acc_sd) = results.accuracy_mean_std();
+    let (loss, loss_sd) = results.loss_mean_std();
+    if let Some(best) = results.best_fold() {
+        println!(
+            "best fold: {} (val_accuracy {:.4})",
+            best.fold, best.val_accuracy
+        );
+    }
+    let (accuracy_chart, loss_chart) = results
+        .curves()
+        .map_err(|e| anyhow::anyhow!("drawing the fold curves: {e}"))?;
+    save_chart(Ok(accuracy_chart), &args.out.join("folds-accuracy.svg"))?;
+    save_chart(Ok(loss_chart), &args.out.join("folds-loss.svg"))?;
+    write_json(
+        &args.out.join("cv.json"),
+        &serde_json::json!({
+            "config": config,
+            "val_accuracy_mean": acc, "val_accuracy_std": acc_sd,
+            "val_loss_mean": loss, "val_loss_std": loss_sd,
+            "best_fold": results.best_fold().map(|f| f.fold),
+            "wall_seconds": started.elapsed().as_secs_f64(),
+        }),
+    )?;
+    println!("wrote {}", args.out.display());
     Ok(())
 }
 

@@ -312,3 +312,263 @@ pub fn misclassified_grid(
         6,
     )
 }
+
+/// Where a notebook keeps a search's or cross-validation's results file: under `runs/` in the
+/// full study (so that the CLI's `tune` and `cv` runs are reused, and an interrupted run
+/// resumes), in a fresh temporary folder in quick mode.
+pub fn results_file(kind: &str, name: &str) -> PathBuf {
+    if quick_mode() {
+        std::env::temp_dir()
+            .join(format!("fashion-mnist-quick-{}", std::process::id()))
+            .join(kind)
+            .join(name)
+    } else {
+        Path::new("..").join("runs").join(kind).join(name)
+    }
+}
+
+fn trial_line(r: &crate::tuning::TrialRecord) {
+    let values: Vec<String> = r
+        .hyperparams
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!(
+        "{} trial {:>2} (rung {}, {} epochs): {} -> {:.4} ({:.0} s)",
+        r.search,
+        r.trial,
+        r.rung,
+        r.epochs,
+        values.join(", "),
+        r.score,
+        r.seconds
+    );
+}
+
+fn lenet5_trials(split: &SplitData) -> crate::tuning::LeNet5Trials<'_> {
+    crate::tuning::LeNet5Trials {
+        train: &split.train,
+        validation: &split.validation,
+        batch_size: 32,
+        seed: 42,
+        early_stopping: None,
+    }
+}
+
+/// Random search over the modified LeNet-5 (objective: validation accuracy), printing a line
+/// per trial; results kept in `runs/{kind}/random.jsonl` (the CLI's `tune --out runs/{kind}`).
+pub fn random_search_lenet5(
+    split: &SplitData,
+    space: &crate::tuning::SearchSpace,
+    max_trials: usize,
+    epochs: usize,
+    kind: &str,
+) -> Result<crate::tuning::TuningResults, TrainError> {
+    crate::tuning::random_search(
+        space,
+        max_trials,
+        epochs,
+        &lenet5_trials(split),
+        &crate::tuning::SearchOptions::default(),
+        Some(&results_file(kind, "random.jsonl")),
+        &trial_line,
+    )
+}
+
+/// Successive halving (eta 3); results kept in `runs/{kind}/halving.jsonl`.
+pub fn successive_halving_lenet5(
+    split: &SplitData,
+    space: &crate::tuning::SearchSpace,
+    trials: usize,
+    min_epochs: usize,
+    max_epochs: usize,
+    kind: &str,
+) -> Result<crate::tuning::TuningResults, TrainError> {
+    crate::tuning::successive_halving(
+        space,
+        trials,
+        min_epochs,
+        max_epochs,
+        3,
+        &lenet5_trials(split),
+        &crate::tuning::SearchOptions::default(),
+        Some(&results_file(kind, "halving.jsonl")),
+        &trial_line,
+    )
+}
+
+/// The objective's score of every trial, in trial order.
+pub fn trial_scores_chart(
+    results: &crate::tuning::TuningResults,
+    name: &str,
+) -> Result<Chart, PlotError> {
+    let mut by_rung: Vec<Series> = Vec::new();
+    let last = results.trials.iter().map(|t| t.rung).max().unwrap_or(0);
+    for rung in 0..=last {
+        let mut points: Vec<(f64, f64)> = results
+            .trials
+            .iter()
+            .filter(|t| t.rung == rung)
+            .map(|t| (t.trial as f64, t.score))
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let epochs = results
+            .trials
+            .iter()
+            .find(|t| t.rung == rung)
+            .map_or(0, |t| t.epochs);
+        by_rung.push(Series::new(format!("{epochs} epochs"), points));
+    }
+    plots::line_chart(
+        &format!("{name}: score per trial"),
+        "trial",
+        "validation accuracy",
+        &by_rung,
+    )
+}
+
+/// The trials of the last rung placed by their first two hyperparameters, coloured by score.
+/// A value range over more than a factor 10 is shown as log10.
+pub fn search_space_chart(
+    results: &crate::tuning::TuningResults,
+    name: &str,
+) -> Result<Chart, PlotError> {
+    let ranked = results.ranked();
+    let names: Vec<String> = ranked
+        .first()
+        .map(|t| t.hyperparams.keys().cloned().collect())
+        .unwrap_or_default();
+    let axis = |i: usize| -> (String, Vec<f64>) {
+        let Some(key) = names.get(i) else {
+            return ("-".into(), vec![0.0; ranked.len()]);
+        };
+        let values: Vec<f64> = ranked
+            .iter()
+            .map(|t| {
+                t.hyperparams
+                    .get(key)
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(0.0)
+            })
+            .collect();
+        let (lo, hi) = values
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        if lo > 0.0 && hi / lo >= 10.0 {
+            (
+                format!("log10({key})"),
+                values.iter().map(|v| v.log10()).collect(),
+            )
+        } else {
+            (key.clone(), values)
+        }
+    };
+    let (x_name, xs) = axis(0);
+    let (y_name, ys) = axis(1);
+    let points: Vec<(f64, f64, f64)> = ranked
+        .iter()
+        .zip(xs.iter().zip(&ys))
+        .map(|(t, (&x, &y))| (x, y, t.score))
+        .collect();
+    plots::scatter_colored(
+        &format!("{name}: the search space"),
+        &x_name,
+        &y_name,
+        "score",
+        &points,
+    )
+}
+
+/// Random search vs successive halving: trials, epochs trained, time, best score.
+pub fn compare_searches(searches: &[(&str, &crate::tuning::TuningResults)]) -> Table {
+    let mut table = Table::new(&[
+        "search",
+        "trials",
+        "epochs trained",
+        "seconds",
+        "best score",
+        "best hyperparameters",
+    ]);
+    for (name, results) in searches {
+        let best = results.best();
+        table.push(vec![
+            name.to_string(),
+            results.trials.len().to_string(),
+            results.epochs_spent().to_string(),
+            format!("{:.0}", results.seconds()),
+            best.map_or("-".into(), |b| format!("{:.4}", b.score)),
+            best.map_or("-".into(), |b| {
+                serde_json::to_string(&b.hyperparams).unwrap_or_default()
+            }),
+        ]);
+    }
+    table
+}
+
+/// The walkthrough's K-fold cross-validation of a (tuned) LeNet-5 on the training images, a
+/// line per epoch; results kept in `runs/cv/folds.jsonl`.
+pub fn cross_validate_lenet5(
+    data: &FashionMnist,
+    folds: usize,
+    epochs: usize,
+    dense1_units: usize,
+    learning_rate: f64,
+    limit: Option<usize>,
+) -> Result<crate::cross_validation::CvResults, TrainError> {
+    let train = match limit {
+        Some(n) => Prepared::from_dataset(&data.train.head(n)),
+        None => Prepared::from_dataset(&data.train),
+    };
+    let config = crate::cross_validation::CvConfig {
+        folds,
+        seed: 42,
+        stratified: false,
+        model: LeNet5Config { dense1_units },
+        train: TrainConfig {
+            epochs,
+            learning_rate,
+            ..TrainConfig::default()
+        },
+    };
+    crate::cross_validation::cross_validate(
+        &train,
+        &config,
+        Some(&results_file("cv", "folds.jsonl")),
+        false,
+        &|f| {
+            println!(
+                "fold {}: val_accuracy {:.4}, val_loss {:.4}, {} epochs ({:.0} s)",
+                f.fold,
+                f.val_accuracy,
+                f.val_loss,
+                f.history.epochs.len(),
+                f.seconds
+            )
+        },
+    )
+}
+
+/// The best `units` and `learning_rate` of the random search kept in `runs/tune/random.jsonl`
+/// (notebook 03 or `fashion-mnist tune`); LeNet-5's own (120, 1e-3) when there is none.
+pub fn tuned_hyperparameters() -> (usize, f64) {
+    let results = crate::tuning::TuningResults {
+        objective: Some(crate::tuning::Objective::MaxValAccuracy),
+        trials: crate::tuning::TuningResults::load(&results_file("tune", "random.jsonl"))
+            .unwrap_or_default(),
+    };
+    match results.best() {
+        Some(best) => (
+            best.hyperparams
+                .get("units")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(120) as usize,
+            best.hyperparams
+                .get("learning_rate")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(1e-3),
+        ),
+        None => (120, 1e-3),
+    }
+}

@@ -466,3 +466,83 @@ pub fn confusion_matrix_chart(
         Ok(())
     })
 }
+
+/// Scatter plot of (x, y) points coloured by a third value (viridis), with a colour scale.
+pub fn scatter_colored(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    value_desc: &str,
+    points: &[(f64, f64, f64)],
+) -> Result<Chart, PlotError> {
+    let range = |f: fn(&(f64, f64, f64)) -> f64| {
+        let (lo, hi) = points
+            .iter()
+            .map(f)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                (a.min(v), b.max(v))
+            });
+        if !lo.is_finite() {
+            (0.0, 1.0)
+        } else if hi - lo < 1e-12 {
+            (lo - 0.5, hi + 0.5)
+        } else {
+            let pad = (hi - lo) * 0.08;
+            (lo - pad, hi + pad)
+        }
+    };
+    let (x_lo, x_hi) = range(|p| p.0);
+    let (y_lo, y_hi) = range(|p| p.1);
+    let (v_lo, v_hi) = points
+        .iter()
+        .map(|p| p.2)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    let (v_lo, v_hi) = if v_lo.is_finite() && v_hi > v_lo {
+        (v_lo, v_hi)
+    } else {
+        (v_lo.min(0.0), v_lo.max(0.0) + 1.0)
+    };
+    Chart::draw((760, 460), |root| {
+        let (main, scale) = root.split_horizontally(650);
+        let mut chart = ChartBuilder::on(&main)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .draw()?;
+        chart.draw_series(points.iter().map(|&(x, y, v)| {
+            let color = ViridisRGB::get_color_normalized(v, v_lo, v_hi);
+            Circle::new((x, y), 7, color.filled())
+        }))?;
+        let steps = 48;
+        let mut bar = ChartBuilder::on(&scale)
+            .caption(value_desc, ("sans-serif", 13))
+            .margin_top(20)
+            .margin_bottom(44)
+            .margin_right(8)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..1.0, v_lo..v_hi)?;
+        bar.configure_mesh()
+            .disable_mesh()
+            .disable_x_axis()
+            .y_label_formatter(&|v| format!("{v:.3}"))
+            .y_label_style(("sans-serif", 12))
+            .draw()?;
+        bar.draw_series((0..steps).map(|s| {
+            let a = v_lo + (v_hi - v_lo) * s as f64 / steps as f64;
+            let b = v_lo + (v_hi - v_lo) * (s + 1) as f64 / steps as f64;
+            Rectangle::new(
+                [(0.0, a), (1.0, b)],
+                ViridisRGB::get_color_normalized(a, v_lo, v_hi).filled(),
+            )
+        }))?;
+        Ok(())
+    })
+}

@@ -1,0 +1,539 @@
+//! Hyperparameter search, as Keras Tuner does it for the walkthrough: a search space, random
+//! search with a seed (`max_trials`, executions per trial, an objective), and successive
+//! halving (the bracket Hyperband repeats) that spends fewer epochs on poor trials. Every
+//! finished trial is appended to a JSON-lines file, so an interrupted search resumes without
+//! redoing finished trials.
+
+mod space;
+
+pub use space::{HyperParams, Param, SearchSpace};
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use dfdx::prelude::Cpu;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use crate::data::prepare::Prepared;
+use crate::error::{DataError, TrainError};
+use crate::models::{LeNet5, LeNet5Config};
+use crate::report::Table;
+use crate::training::{self, EarlyStopping, History, Silent, TrainConfig};
+
+/// The metric a search optimizes, and in which direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// Highest validation accuracy (the walkthrough's objective).
+    MaxValAccuracy,
+    /// Lowest validation loss.
+    MinValLoss,
+}
+
+impl Objective {
+    /// The best value of the metric over a run's epochs (as Keras Tuner scores a trial).
+    pub fn score(&self, history: &History) -> f64 {
+        let values = history.epochs.iter();
+        match self {
+            Objective::MaxValAccuracy => values
+                .filter_map(|r| r.val_accuracy)
+                .fold(f64::NEG_INFINITY, f64::max),
+            Objective::MinValLoss => values
+                .filter_map(|r| r.val_loss)
+                .fold(f64::INFINITY, f64::min),
+        }
+    }
+
+    /// Whether score `a` is better than `b`.
+    pub fn better(&self, a: f64, b: f64) -> bool {
+        match self {
+            Objective::MaxValAccuracy => a > b,
+            Objective::MinValLoss => a < b,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Objective::MaxValAccuracy => "val_accuracy",
+            Objective::MinValLoss => "val_loss",
+        }
+    }
+}
+
+/// Trains one model with given hyperparameters for a number of epochs.
+pub trait TrialRunner: Sync {
+    /// `execution` numbers repeated runs of the same trial (different initializations).
+    fn run(
+        &self,
+        trial: usize,
+        hyperparams: &HyperParams,
+        epochs: usize,
+        execution: usize,
+    ) -> Result<History, TrainError>;
+}
+
+/// One finished trial.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrialRecord {
+    /// Which search ("random" or "halving") and, for halving, which rung.
+    pub search: String,
+    pub rung: usize,
+    pub trial: usize,
+    pub hyperparams: HyperParams,
+    pub epochs: usize,
+    /// The objective's score of each execution.
+    pub execution_scores: Vec<f64>,
+    /// Mean over executions.
+    pub score: f64,
+    /// History of the first execution.
+    pub history: History,
+    pub seconds: f64,
+}
+
+impl TrialRecord {
+    /// Epochs actually trained (early stopping may end a run before its budget).
+    pub fn epochs_trained(&self) -> usize {
+        self.history.epochs.len() * self.execution_scores.len()
+    }
+}
+
+/// All trials of a search.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TuningResults {
+    pub objective: Option<Objective>,
+    pub trials: Vec<TrialRecord>,
+}
+
+fn value_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let v = n.as_f64().unwrap_or_default();
+            if v != 0.0 && (v.abs() < 1e-2 || v.abs() >= 1e4) {
+                format!("{v:.1e}")
+            } else {
+                format!("{v:.4}")
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+impl TuningResults {
+    fn objective(&self) -> Objective {
+        self.objective.unwrap_or(Objective::MaxValAccuracy)
+    }
+
+    /// The trials of the last rung (all trials for random search), best first.
+    pub fn ranked(&self) -> Vec<&TrialRecord> {
+        let last_rung = self.trials.iter().map(|t| t.rung).max().unwrap_or(0);
+        let objective = self.objective();
+        let mut ranked: Vec<&TrialRecord> =
+            self.trials.iter().filter(|t| t.rung == last_rung).collect();
+        ranked.sort_by(|a, b| {
+            if objective.better(a.score, b.score) {
+                std::cmp::Ordering::Less
+            } else if objective.better(b.score, a.score) {
+                std::cmp::Ordering::Greater
+            } else {
+                a.trial.cmp(&b.trial)
+            }
+        });
+        ranked
+    }
+
+    pub fn best(&self) -> Option<&TrialRecord> {
+        self.ranked().into_iter().next()
+    }
+
+    pub fn best_hyperparameters(&self) -> Option<HyperParams> {
+        self.best().map(|t| t.hyperparams.clone())
+    }
+
+    /// Epochs trained over all trials and executions.
+    pub fn epochs_spent(&self) -> usize {
+        self.trials.iter().map(TrialRecord::epochs_trained).sum()
+    }
+
+    pub fn seconds(&self) -> f64 {
+        self.trials.iter().map(|t| t.seconds).sum()
+    }
+
+    /// Keras Tuner's `results_summary`: the best `top` trials, ranked, with their values and score.
+    pub fn results_summary(&self, top: usize) -> Table {
+        let names: Vec<String> = self
+            .trials
+            .first()
+            .map(|t| t.hyperparams.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut headers = vec!["rank".to_string(), "trial".to_string()];
+        headers.extend(names.iter().cloned());
+        headers.extend([
+            self.objective().name().to_string(),
+            "epochs".into(),
+            "seconds".into(),
+        ]);
+        let mut table = Table {
+            title: Some(format!(
+                "{} trials, {} epochs, objective {}",
+                self.trials.len(),
+                self.epochs_spent(),
+                self.objective().name()
+            )),
+            headers,
+            rows: Vec::new(),
+        };
+        for (rank, t) in self.ranked().into_iter().take(top).enumerate() {
+            let mut row = vec![(rank + 1).to_string(), t.trial.to_string()];
+            row.extend(
+                names
+                    .iter()
+                    .map(|n| t.hyperparams.get(n).map(value_text).unwrap_or_default()),
+            );
+            row.extend([
+                format!("{:.4}", t.score),
+                t.epochs.to_string(),
+                format!("{:.1}", t.seconds),
+            ]);
+            table.push(row);
+        }
+        table
+    }
+
+    /// Reads the records of a results file (missing file: none).
+    pub fn load(path: &Path) -> Result<Vec<TrialRecord>, DataError> {
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, line)| {
+                serde_json::from_str(line).map_err(|e| {
+                    DataError::malformed(path, i as u64 + 1, e.column().to_string(), e.to_string())
+                })
+            })
+            .collect()
+    }
+}
+
+/// Appends records to a JSON-lines file, one complete line per write.
+struct ResultsLog(Option<Mutex<std::fs::File>>);
+
+impl ResultsLog {
+    fn open(path: Option<&Path>) -> Result<Self, DataError> {
+        let Some(path) = path else {
+            return Ok(ResultsLog(None));
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| DataError::io(path, e))?;
+        Ok(ResultsLog(Some(Mutex::new(file))))
+    }
+
+    fn append(&self, record: &TrialRecord) -> Result<(), TrainError> {
+        if let Some(file) = &self.0 {
+            let mut line = serde_json::to_string(record).expect("plain data");
+            line.push('\n');
+            let mut file = file.lock().expect("no panics while holding the lock");
+            file.write_all(line.as_bytes())
+                .and_then(|_| file.sync_data())
+                .map_err(|e| TrainError::Data(DataError::io("results file", e)))?;
+        }
+        Ok(())
+    }
+}
+
+/// Settings shared by the searches.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SearchOptions {
+    pub objective: Objective,
+    pub executions_per_trial: usize,
+    pub seed: u64,
+    /// Trials trained at the same time (each shares the CPU cores with the others).
+    pub parallel_trials: usize,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        SearchOptions {
+            objective: Objective::MaxValAccuracy,
+            executions_per_trial: 1,
+            seed: 42,
+            parallel_trials: 1,
+        }
+    }
+}
+
+struct Pending {
+    search: &'static str,
+    rung: usize,
+    trial: usize,
+    hyperparams: HyperParams,
+    epochs: usize,
+}
+
+/// Runs the pending trials not already in `done`, appending each to the log as it finishes.
+fn run_trials(
+    pending: Vec<Pending>,
+    done: &[TrialRecord],
+    runner: &dyn TrialRunner,
+    options: &SearchOptions,
+    log: &ResultsLog,
+    on_trial: &(dyn Fn(&TrialRecord) + Sync),
+) -> Result<Vec<TrialRecord>, TrainError> {
+    let run_one = |p: &Pending| -> Result<TrialRecord, TrainError> {
+        if let Some(found) = done.iter().find(|r| {
+            r.search == p.search && r.rung == p.rung && r.trial == p.trial && r.epochs == p.epochs
+        }) {
+            if found.hyperparams != p.hyperparams {
+                return Err(TrainError::Config {
+                    name: "results file".into(),
+                    message: format!(
+                        "trial {} there has other hyperparameters than this search draws (another seed or space?); use a new file",
+                        p.trial
+                    ),
+                });
+            }
+            return Ok(found.clone());
+        }
+        let started = Instant::now();
+        let mut histories = Vec::new();
+        for execution in 0..options.executions_per_trial.max(1) {
+            histories.push(runner.run(p.trial, &p.hyperparams, p.epochs, execution)?);
+        }
+        let scores: Vec<f64> = histories
+            .iter()
+            .map(|h| options.objective.score(h))
+            .collect();
+        let record = TrialRecord {
+            search: p.search.to_string(),
+            rung: p.rung,
+            trial: p.trial,
+            hyperparams: p.hyperparams.clone(),
+            epochs: p.epochs,
+            score: scores.iter().sum::<f64>() / scores.len() as f64,
+            execution_scores: scores,
+            history: histories.swap_remove(0),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        log.append(&record)?;
+        on_trial(&record);
+        Ok(record)
+    };
+    if options.parallel_trials <= 1 {
+        return pending.iter().map(run_one).collect();
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(options.parallel_trials)
+        .build()
+        .map_err(|e| TrainError::Device(e.to_string()))?;
+    pool.install(|| pending.par_iter().map(run_one).collect())
+}
+
+/// Up to `count` draws, none repeated (as Keras Tuner retries a draw it has seen). A small
+/// space yields fewer: once 100 draws in a row bring nothing new it counts as exhausted.
+fn distinct_samples(space: &SearchSpace, count: usize, rng: &mut ChaCha8Rng) -> Vec<HyperParams> {
+    let mut drawn: Vec<HyperParams> = Vec::new();
+    let mut misses = 0;
+    while drawn.len() < count && misses < 100 {
+        let candidate = space.sample(rng);
+        if drawn.contains(&candidate) {
+            misses += 1;
+        } else {
+            drawn.push(candidate);
+            misses = 0;
+        }
+    }
+    drawn
+}
+
+/// Keras Tuner's `RandomSearch`: `max_trials` draws from `space` (seeded), each trained for
+/// `epochs` (`executions_per_trial` times), scored by the objective.
+pub fn random_search(
+    space: &SearchSpace,
+    max_trials: usize,
+    epochs: usize,
+    runner: &dyn TrialRunner,
+    options: &SearchOptions,
+    results_file: Option<&Path>,
+    on_trial: &(dyn Fn(&TrialRecord) + Sync),
+) -> Result<TuningResults, TrainError> {
+    space.validate().map_err(|message| TrainError::Config {
+        name: "search space".into(),
+        message,
+    })?;
+    let done = match results_file {
+        Some(path) => TuningResults::load(path)?,
+        None => Vec::new(),
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let pending: Vec<Pending> = distinct_samples(space, max_trials, &mut rng)
+        .into_iter()
+        .enumerate()
+        .map(|(trial, hyperparams)| Pending {
+            search: "random",
+            rung: 0,
+            trial,
+            hyperparams,
+            epochs,
+        })
+        .collect();
+    let log = ResultsLog::open(results_file)?;
+    let trials = run_trials(pending, &done, runner, options, &log, on_trial)?;
+    Ok(TuningResults {
+        objective: Some(options.objective),
+        trials,
+    })
+}
+
+/// Successive halving: `trials` draws trained for `min_epochs`; the best `1/eta` go on to the
+/// next rung with `eta` times the epochs (retrained from scratch), until `max_epochs`.
+#[allow(clippy::too_many_arguments)]
+pub fn successive_halving(
+    space: &SearchSpace,
+    trials: usize,
+    min_epochs: usize,
+    max_epochs: usize,
+    eta: usize,
+    runner: &dyn TrialRunner,
+    options: &SearchOptions,
+    results_file: Option<&Path>,
+    on_trial: &(dyn Fn(&TrialRecord) + Sync),
+) -> Result<TuningResults, TrainError> {
+    space.validate().map_err(|message| TrainError::Config {
+        name: "search space".into(),
+        message,
+    })?;
+    if eta < 2 || min_epochs == 0 || max_epochs < min_epochs {
+        return Err(TrainError::Config {
+            name: "successive halving".into(),
+            message: format!("needs eta >= 2 and 1 <= min_epochs <= max_epochs (eta {eta}, epochs {min_epochs}..{max_epochs})"),
+        });
+    }
+    let done = match results_file {
+        Some(path) => TuningResults::load(path)?,
+        None => Vec::new(),
+    };
+    let log = ResultsLog::open(results_file)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let mut alive: Vec<(usize, HyperParams)> = distinct_samples(space, trials, &mut rng)
+        .into_iter()
+        .enumerate()
+        .collect();
+    let mut all = Vec::new();
+    let (mut rung, mut epochs) = (0, min_epochs);
+    loop {
+        let pending = alive
+            .iter()
+            .map(|(trial, hp)| Pending {
+                search: "halving",
+                rung,
+                trial: *trial,
+                hyperparams: hp.clone(),
+                epochs,
+            })
+            .collect();
+        let mut finished = run_trials(pending, &done, runner, options, &log, on_trial)?;
+        let results = TuningResults {
+            objective: Some(options.objective),
+            trials: finished.clone(),
+        };
+        let rung_size = alive.len();
+        let keep = (rung_size / eta).max(1);
+        alive = results
+            .ranked()
+            .into_iter()
+            .take(keep)
+            .map(|t| (t.trial, t.hyperparams.clone()))
+            .collect();
+        all.append(&mut finished);
+        // Stop at the full budget, or when a single trial is left to train.
+        if epochs >= max_epochs || rung_size == 1 {
+            break;
+        }
+        rung += 1;
+        epochs = (epochs * eta).min(max_epochs);
+    }
+    Ok(TuningResults {
+        objective: Some(options.objective),
+        trials: all,
+    })
+}
+
+/// Trains the walkthrough's "modified LeNet-5": hyperparameters `units` (first dense layer,
+/// default 120) and `learning_rate` (default 1e-3).
+pub struct LeNet5Trials<'a> {
+    pub train: &'a Prepared,
+    pub validation: &'a Prepared,
+    pub batch_size: usize,
+    pub seed: u64,
+    /// Early stopping inside each trial.
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+impl LeNet5Trials<'_> {
+    /// The model and its history for `hyperparams`, trained as trial `trial` was (same seeds,
+    /// so the same weights as in the search).
+    pub fn train(
+        &self,
+        trial: usize,
+        hyperparams: &HyperParams,
+        epochs: usize,
+        execution: usize,
+    ) -> Result<(LeNet5, History), TrainError> {
+        let units = hyperparams
+            .get("units")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(120) as usize;
+        let learning_rate = hyperparams
+            .get("learning_rate")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(1e-3);
+        let seed = self.seed ^ ((trial as u64) << 16) ^ ((execution as u64) << 40);
+        let mut model = LeNet5::new(
+            &Cpu::default(),
+            LeNet5Config {
+                dense1_units: units,
+            },
+            seed,
+        );
+        let config = TrainConfig {
+            epochs,
+            batch_size: self.batch_size,
+            learning_rate,
+            seed,
+            early_stopping: self.early_stopping,
+        };
+        let history = training::fit(
+            &mut model,
+            self.train,
+            Some(self.validation),
+            &config,
+            &mut Silent,
+        )?;
+        Ok((model, history))
+    }
+}
+
+impl TrialRunner for LeNet5Trials<'_> {
+    fn run(
+        &self,
+        trial: usize,
+        hyperparams: &HyperParams,
+        epochs: usize,
+        execution: usize,
+    ) -> Result<History, TrainError> {
+        self.train(trial, hyperparams, epochs, execution)
+            .map(|(_, h)| h)
+    }
+}

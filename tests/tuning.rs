@@ -1,0 +1,276 @@
+//! Search spaces, random search, successive halving, resuming, and cross-validation.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use fashion_mnist::cross_validation::{cross_validate, CvConfig, CvResults};
+use fashion_mnist::data::prepare::Prepared;
+use fashion_mnist::data::{csv, source};
+use fashion_mnist::models::LeNet5Config;
+use fashion_mnist::training::{EpochRecord, History, TrainConfig};
+use fashion_mnist::tuning::{
+    random_search, successive_halving, HyperParams, SearchOptions, SearchSpace, TrialRunner,
+    TuningResults,
+};
+use fashion_mnist::TrainError;
+use rand::SeedableRng;
+
+/// What a search found, without the timings.
+fn found(results: &TuningResults) -> Vec<(usize, usize, HyperParams, f64)> {
+    results
+        .trials
+        .iter()
+        .map(|t| (t.rung, t.trial, t.hyperparams.clone(), t.score))
+        .collect()
+}
+
+/// A stand-in for training: the score rises with units and epochs, counts its calls.
+struct FakeRunner(AtomicUsize);
+
+impl TrialRunner for FakeRunner {
+    fn run(
+        &self,
+        _trial: usize,
+        hp: &HyperParams,
+        epochs: usize,
+        _execution: usize,
+    ) -> Result<History, TrainError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        let units = hp["units"].as_f64().unwrap();
+        let lr = hp["learning_rate"].as_f64().unwrap();
+        let epochs = (1..=epochs)
+            .map(|e| EpochRecord {
+                epoch: e,
+                loss: 1.0,
+                accuracy: 0.5,
+                val_loss: Some(1.0 / e as f64),
+                val_accuracy: Some(0.5 + units / 1000.0 + e as f64 / 100.0 - lr),
+                seconds: 0.0,
+            })
+            .collect();
+        Ok(History {
+            epochs,
+            ..Default::default()
+        })
+    }
+}
+
+fn runner() -> FakeRunner {
+    FakeRunner(AtomicUsize::new(0))
+}
+
+#[test]
+fn sampling_stays_inside_the_space() {
+    let space = SearchSpace::walkthrough()
+        .float("dropout", 0.1, 0.5, false)
+        .float("decay", 1e-5, 1e-2, true);
+    space.validate().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let mut seen_units = std::collections::BTreeSet::new();
+    for _ in 0..500 {
+        let hp = space.sample(&mut rng);
+        assert!(space.contains(&hp), "{hp:?}");
+        seen_units.insert(hp["units"].as_i64().unwrap());
+        let decay = hp["decay"].as_f64().unwrap();
+        assert!((1e-5..=1e-2).contains(&decay));
+    }
+    assert_eq!(
+        seen_units.into_iter().collect::<Vec<_>>(),
+        vec![64, 80, 96, 112, 128]
+    );
+    let mut outside = HyperParams::new();
+    outside.insert("units".into(), serde_json::json!(70));
+    outside.insert("learning_rate".into(), serde_json::json!(1e-3));
+    assert!(!SearchSpace::walkthrough().contains(&outside));
+    assert!(SearchSpace::new().int("a", 5, 1, 1).validate().is_err());
+    assert!(SearchSpace::new()
+        .float("b", 0.0, 1.0, true)
+        .validate()
+        .is_err());
+}
+
+#[test]
+fn spaces_read_from_toml_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml_path = dir.path().join("space.toml");
+    std::fs::write(
+        &toml_path,
+        "[[param]]\ntype = \"int\"\nname = \"units\"\nmin = 64\nmax = 128\nstep = 16\n\n[[param]]\ntype = \"choice\"\nname = \"learning_rate\"\nvalues = [0.01, 0.001]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        SearchSpace::from_file(&toml_path).unwrap(),
+        SearchSpace::walkthrough()
+    );
+    let json_path = dir.path().join("space.json");
+    std::fs::write(
+        &json_path,
+        serde_json::to_string(&SearchSpace::walkthrough()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        SearchSpace::from_file(&json_path).unwrap(),
+        SearchSpace::walkthrough()
+    );
+    std::fs::write(
+        &toml_path,
+        "[[param]]\ntype = \"int\"\nname = \"units\"\nmin = 64\nmax = \"big\"\n",
+    )
+    .unwrap();
+    let err = SearchSpace::from_file(&toml_path).unwrap_err().to_string();
+    assert!(
+        err.contains("space.toml: row") && err.contains("\"big\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn random_search_reproduces_with_a_seed_and_ranks_by_score() {
+    let space = SearchSpace::walkthrough();
+    let options = SearchOptions::default();
+    let run = |seed| {
+        let options = SearchOptions {
+            seed,
+            ..options.clone()
+        };
+        random_search(&space, 6, 3, &runner(), &options, None, &|_| {}).unwrap()
+    };
+    let first = run(42);
+    assert_eq!(first.trials.len(), 6);
+    assert!(first.trials.iter().all(|t| space.contains(&t.hyperparams)));
+    assert_eq!(found(&first), found(&run(42)));
+    assert_ne!(
+        found(&first),
+        found(&run(7)),
+        "another seed draws other trials"
+    );
+    let ranked = first.ranked();
+    assert!(ranked.windows(2).all(|w| w[0].score >= w[1].score));
+    let summary = first.results_summary(3);
+    assert_eq!(summary.rows.len(), 3);
+    assert_eq!(summary.rows[0][0], "1");
+    assert_eq!(first.epochs_spent(), 18);
+    // No set of values is tried twice; the walkthrough's space has 10, so 20 trials stop at 10.
+    let all = random_search(&space, 20, 1, &runner(), &options, None, &|_| {}).unwrap();
+    assert_eq!(all.trials.len(), 10);
+    for (i, t) in all.trials.iter().enumerate() {
+        assert!(all.trials[..i]
+            .iter()
+            .all(|u| u.hyperparams != t.hyperparams));
+    }
+}
+
+#[test]
+fn an_interrupted_search_resumes_without_repeating_trials() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("random.jsonl");
+    let space = SearchSpace::walkthrough();
+    let options = SearchOptions::default();
+    let counting = runner();
+    let full = random_search(&space, 5, 2, &counting, &options, Some(&file), &|_| {}).unwrap();
+    assert_eq!(counting.0.load(Ordering::SeqCst), 5);
+
+    // Nothing to redo.
+    let again = runner();
+    assert_eq!(
+        random_search(&space, 5, 2, &again, &options, Some(&file), &|_| {}).unwrap(),
+        full,
+        "read back exactly"
+    );
+    assert_eq!(again.0.load(Ordering::SeqCst), 0);
+
+    // Interrupted after two trials: only the other three run.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let kept: Vec<&str> = text.lines().take(2).collect();
+    std::fs::write(&file, kept.join("\n") + "\n").unwrap();
+    let resumed = runner();
+    let results = random_search(&space, 5, 2, &resumed, &options, Some(&file), &|_| {}).unwrap();
+    assert_eq!(resumed.0.load(Ordering::SeqCst), 3);
+    assert_eq!(found(&results), found(&full));
+    assert_eq!(TuningResults::load(&file).unwrap().len(), 5);
+
+    // Another seed draws other trials: the file is refused rather than mixed.
+    let other = SearchOptions { seed: 9, ..options };
+    let err = random_search(&space, 5, 2, &runner(), &other, Some(&file), &|_| {}).unwrap_err();
+    assert!(err.to_string().contains("other hyperparameters"), "{err}");
+}
+
+#[test]
+fn successive_halving_spends_fewer_epochs_on_poor_trials() {
+    let space = SearchSpace::walkthrough();
+    let counting = runner();
+    let results = successive_halving(
+        &space,
+        9,
+        1,
+        9,
+        3,
+        &counting,
+        &SearchOptions::default(),
+        None,
+        &|_| {},
+    )
+    .unwrap();
+    let rungs: Vec<(usize, usize)> = (0..3)
+        .map(|r| {
+            let t: Vec<_> = results.trials.iter().filter(|t| t.rung == r).collect();
+            (t.len(), t[0].epochs)
+        })
+        .collect();
+    assert_eq!(rungs, vec![(9, 1), (3, 3), (1, 9)]);
+    assert_eq!(results.epochs_spent(), 9 + 9 + 9);
+    assert_eq!(counting.0.load(Ordering::SeqCst), 13);
+    // The survivors of rung 0 are its three best.
+    let mut rung0: Vec<_> = results.trials.iter().filter(|t| t.rung == 0).collect();
+    rung0.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let survivors: Vec<usize> = results
+        .trials
+        .iter()
+        .filter(|t| t.rung == 1)
+        .map(|t| t.trial)
+        .collect();
+    for t in &rung0[..3] {
+        assert!(survivors.contains(&t.trial));
+    }
+    assert_eq!(results.best().unwrap().rung, 2);
+}
+
+#[test]
+fn cross_validation_on_real_images_gives_sensible_numbers_and_resumes() {
+    let debian = Path::new(source::DEBIAN_DATA_DIR);
+    let data = if debian.join("train-images-idx3-ubyte.gz").is_file() {
+        let loaded = source::load(&source::locate(Some(debian)).unwrap()).unwrap();
+        Prepared::from_dataset(&loaded.train.head(1500))
+    } else {
+        let sample =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample/fashion-mnist_train.csv");
+        Prepared::from_dataset(&csv::read_kaggle_csv(&sample).unwrap())
+    };
+    let config = CvConfig {
+        folds: 3,
+        seed: 42,
+        stratified: true,
+        model: LeNet5Config::default(),
+        train: TrainConfig {
+            epochs: if data.len() >= 1500 { 3 } else { 8 },
+            ..TrainConfig::default()
+        },
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("folds.jsonl");
+    let results = cross_validate(&data, &config, Some(&file), false, &|_| {}).unwrap();
+    assert_eq!(results.folds.len(), 3);
+    let validated: usize = results.folds.iter().map(|f| f.validation_images).sum();
+    assert_eq!(validated, data.len());
+    let (mean, std) = results.accuracy_mean_std();
+    eprintln!("3-fold accuracy {mean:.3} +/- {std:.3}");
+    assert!(mean > 0.55 && mean < 1.0, "mean accuracy {mean}");
+    assert!(std < 0.15, "std {std}");
+    assert!(results.best_fold().unwrap().val_accuracy >= mean);
+    assert_eq!(results.table().rows.len(), 4);
+
+    // Resuming reads the folds back instead of training again.
+    let again: CvResults =
+        cross_validate(&data, &config, Some(&file), false, &|_| panic!("retrained")).unwrap();
+    assert_eq!(again, results);
+}
