@@ -2,7 +2,6 @@
 //! histories, the mean and spread of the validation scores. Finished folds are appended to a
 //! JSON-lines file, so an interrupted run resumes where it stopped.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
@@ -148,19 +147,7 @@ impl CvResults {
 
     /// Reads the folds recorded in a results file (missing file: none).
     pub fn load(path: &Path) -> Result<Vec<FoldRecord>, DataError> {
-        if !path.exists() {
-            return Ok(Vec::new());
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
-        text.lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, line)| {
-                serde_json::from_str(line).map_err(|e| {
-                    DataError::malformed(path, i as u64 + 1, e.column().to_string(), e.to_string())
-                })
-            })
-            .collect()
+        crate::fsutil::read_json_lines(path)
     }
 }
 
@@ -187,21 +174,9 @@ pub fn cross_validate(
         Some(path) => CvResults::load(path)?,
         None => Vec::new(),
     };
-    let mut log = match results_file {
-        Some(path) => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-            }
-            Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| DataError::io(path, e))?,
-            )
-        }
-        None => None,
-    };
+    let log = results_file
+        .map(crate::fsutil::JsonLinesLog::open)
+        .transpose()?;
     let splits = kfold_indices(&data.labels, config.folds, config.seed, config.stratified);
     let mut results = CvResults::default();
     for (index, split) in splits.iter().enumerate() {
@@ -245,12 +220,8 @@ pub fn cross_validate(
             history,
             seconds: started.elapsed().as_secs_f64(),
         };
-        if let Some(file) = log.as_mut() {
-            let mut line = serde_json::to_string(&record).expect("plain data");
-            line.push('\n');
-            file.write_all(line.as_bytes())
-                .and_then(|_| file.sync_data())
-                .map_err(|e| TrainError::Data(DataError::io("results file", e)))?;
+        if let Some(log) = &log {
+            log.append(&record)?;
         }
         on_fold(&record);
         results.folds.push(record);

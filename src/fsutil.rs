@@ -45,3 +45,54 @@ pub fn write_atomically(
 pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> DataResult<()> {
     write_atomically(path, |out| out.write_all(bytes))
 }
+
+/// Reads a JSON-lines file into records (a missing file: none); a bad line is an error naming
+/// its line and column.
+pub fn read_json_lines<T: serde::de::DeserializeOwned>(path: &Path) -> DataResult<Vec<T>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line).map_err(|e| {
+                DataError::malformed(path, i as u64 + 1, e.column().to_string(), e.to_string())
+            })
+        })
+        .collect()
+}
+
+/// Appends one record per line to a JSON-lines file, each line written whole and synced, so an
+/// interrupted run loses at most the record being written. Shared by threads.
+pub struct JsonLinesLog {
+    path: std::path::PathBuf,
+    file: std::sync::Mutex<std::fs::File>,
+}
+
+impl JsonLinesLog {
+    pub fn open(path: &Path) -> DataResult<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| DataError::io(path, e))?;
+        Ok(JsonLinesLog {
+            path: path.to_path_buf(),
+            file: std::sync::Mutex::new(file),
+        })
+    }
+
+    pub fn append(&self, record: &impl serde::Serialize) -> DataResult<()> {
+        let mut line = serde_json::to_string(record).expect("plain data");
+        line.push('\n');
+        let mut file = self.file.lock().expect("no panics while holding the lock");
+        file.write_all(line.as_bytes())
+            .and_then(|_| file.sync_data())
+            .map_err(|e| DataError::io(&self.path, e))
+    }
+}

@@ -729,26 +729,10 @@ fn run_tune(args: TuneArgs) -> Result<()> {
         )?;
         summaries.push(("successive halving", results));
     }
-    let mut comparison = fashion_mnist::report::Table::new(&[
-        "search",
-        "trials",
-        "epochs trained",
-        "seconds",
-        "best score",
-        "best hyperparameters",
-    ]);
     let mut json = serde_json::Map::new();
     for (name, results) in &summaries {
         println!("\n{name}\n{}", results.results_summary(10));
         let best = results.best().context("no trial finished")?;
-        comparison.push(vec![
-            name.to_string(),
-            results.trials.len().to_string(),
-            results.epochs_spent().to_string(),
-            format!("{:.0}", results.seconds()),
-            format!("{:.4}", best.score),
-            serde_json::to_string(&best.hyperparams)?,
-        ]);
         json.insert(
             name.replace(' ', "_"),
             serde_json::json!({
@@ -780,7 +764,9 @@ fn run_tune(args: TuneArgs) -> Result<()> {
             &args.out.join(format!("{slug}-best-curves.svg")),
         )?;
     }
-    println!("\n{comparison}");
+    let named: Vec<(&str, &tuning::TuningResults)> =
+        summaries.iter().map(|(n, r)| (*n, r)).collect();
+    println!("\n{}", fashion_mnist::notebook::compare_searches(&named));
     json.insert(
         "wall_seconds".into(),
         serde_json::json!(started.elapsed().as_secs_f64()),

@@ -8,9 +8,7 @@ mod space;
 
 pub use space::{HyperParams, Param, SearchSpace};
 
-use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use dfdx::prelude::Cpu;
@@ -205,49 +203,23 @@ impl TuningResults {
 
     /// Reads the records of a results file (missing file: none).
     pub fn load(path: &Path) -> Result<Vec<TrialRecord>, DataError> {
-        if !path.exists() {
-            return Ok(Vec::new());
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
-        text.lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, line)| {
-                serde_json::from_str(line).map_err(|e| {
-                    DataError::malformed(path, i as u64 + 1, e.column().to_string(), e.to_string())
-                })
-            })
-            .collect()
+        crate::fsutil::read_json_lines(path)
     }
 }
 
-/// Appends records to a JSON-lines file, one complete line per write.
-struct ResultsLog(Option<Mutex<std::fs::File>>);
+/// Appends to the results file when there is one.
+struct ResultsLog(Option<crate::fsutil::JsonLinesLog>);
 
 impl ResultsLog {
     fn open(path: Option<&Path>) -> Result<Self, DataError> {
-        let Some(path) = path else {
-            return Ok(ResultsLog(None));
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| DataError::io(path, e))?;
-        Ok(ResultsLog(Some(Mutex::new(file))))
+        path.map(crate::fsutil::JsonLinesLog::open)
+            .transpose()
+            .map(ResultsLog)
     }
 
     fn append(&self, record: &TrialRecord) -> Result<(), TrainError> {
-        if let Some(file) = &self.0 {
-            let mut line = serde_json::to_string(record).expect("plain data");
-            line.push('\n');
-            let mut file = file.lock().expect("no panics while holding the lock");
-            file.write_all(line.as_bytes())
-                .and_then(|_| file.sync_data())
-                .map_err(|e| TrainError::Data(DataError::io("results file", e)))?;
+        if let Some(log) = &self.0 {
+            log.append(record)?;
         }
         Ok(())
     }
