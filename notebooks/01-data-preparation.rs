@@ -38,7 +38,6 @@
 use fashion_mnist::data::{eda, prepare};
 use fashion_mnist::notebook::*;
 
-// %%
 let settings = settings();
 println!("quick mode: {} (set FASHION_MNIST_QUICK=1 for a fast run on a subset)", settings.quick);
 

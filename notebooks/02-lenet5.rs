@@ -37,8 +37,9 @@ use fashion_mnist::models::ImageClassifier;
 use fashion_mnist::notebook::*;
 use fashion_mnist::training::{EarlyStopping, TrainConfig};
 
-// %%
 let settings = settings();
+
+// %%
 let data = load_data().expect("Fashion-MNIST loads (see the README)");
 let split = prepare_split(&data, 0.2, 42, settings.train_limit);
 split_table(&split)

@@ -41,8 +41,9 @@
 use fashion_mnist::notebook::*;
 use fashion_mnist::tuning::SearchSpace;
 
-// %%
 let settings = settings();
+
+// %%
 let data = load_data().expect("Fashion-MNIST loads (see the README)");
 let split = prepare_split(&data, 0.2, 42, settings.train_limit);
 let (trials, epochs): (usize, usize) = if settings.quick { (4, 2) } else { (8, 10) };

@@ -39,8 +39,9 @@
 // :dep fashion-mnist = { path = ".." }
 use fashion_mnist::notebook::*;
 
-// %%
 let settings = settings();
+
+// %%
 let data = load_data().expect("Fashion-MNIST loads (see the README)");
 let (units, learning_rate) = tuned_hyperparameters();
 let (folds, epochs): (usize, usize) = if settings.quick { (3, 2) } else { (5, 30) };
