@@ -686,23 +686,7 @@ fn run_tune(args: TuneArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let report = |r: &TrialRecord| {
-        let values: Vec<String> = r
-            .hyperparams
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        eprintln!(
-            "{} trial {:>2} (rung {}, {} epochs): {} -> {:.4} in {:.0} s",
-            r.search,
-            r.trial,
-            r.rung,
-            r.epochs,
-            values.join(", "),
-            r.score,
-            r.seconds
-        );
-    };
+    let report = |r: &TrialRecord| eprintln!("{r}");
     let mut summaries = Vec::new();
     if matches!(args.search, SearchKind::Random | SearchKind::Both) {
         let results = tuning::random_search(

@@ -328,21 +328,7 @@ pub fn results_file(kind: &str, name: &str) -> PathBuf {
 }
 
 fn trial_line(r: &crate::tuning::TrialRecord) {
-    let values: Vec<String> = r
-        .hyperparams
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    println!(
-        "{} trial {:>2} (rung {}, {} epochs): {} -> {:.4} ({:.0} s)",
-        r.search,
-        r.trial,
-        r.rung,
-        r.epochs,
-        values.join(", "),
-        r.score,
-        r.seconds
-    );
+    println!("{r}");
 }
 
 fn lenet5_trials(split: &SplitData) -> crate::tuning::LeNet5Trials<'_> {

@@ -99,6 +99,27 @@ impl TrialRecord {
     }
 }
 
+impl std::fmt::Display for TrialRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let values: Vec<String> = self
+            .hyperparams
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        write!(
+            f,
+            "{} trial {:>2} (rung {}, {} epochs): {} -> {:.4} ({:.0} s)",
+            self.search,
+            self.trial,
+            self.rung,
+            self.epochs,
+            values.join(", "),
+            self.score,
+            self.seconds
+        )
+    }
+}
+
 /// All trials of a search.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TuningResults {
@@ -312,6 +333,22 @@ fn run_trials(
     pool.install(|| pending.par_iter().map(run_one).collect())
 }
 
+/// Checks the space, reads the trials finished earlier and opens the results file.
+fn start(
+    space: &SearchSpace,
+    results_file: Option<&Path>,
+) -> Result<(Vec<TrialRecord>, ResultsLog), TrainError> {
+    space.validate().map_err(|message| TrainError::Config {
+        name: "search space".into(),
+        message,
+    })?;
+    let done = match results_file {
+        Some(path) => TuningResults::load(path)?,
+        None => Vec::new(),
+    };
+    Ok((done, ResultsLog::open(results_file)?))
+}
+
 /// Up to `count` draws, none repeated (as Keras Tuner retries a draw it has seen). A small
 /// space yields fewer: once 100 draws in a row bring nothing new it counts as exhausted.
 fn distinct_samples(space: &SearchSpace, count: usize, rng: &mut ChaCha8Rng) -> Vec<HyperParams> {
@@ -340,14 +377,7 @@ pub fn random_search(
     results_file: Option<&Path>,
     on_trial: &(dyn Fn(&TrialRecord) + Sync),
 ) -> Result<TuningResults, TrainError> {
-    space.validate().map_err(|message| TrainError::Config {
-        name: "search space".into(),
-        message,
-    })?;
-    let done = match results_file {
-        Some(path) => TuningResults::load(path)?,
-        None => Vec::new(),
-    };
+    let (done, log) = start(space, results_file)?;
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let pending: Vec<Pending> = distinct_samples(space, max_trials, &mut rng)
         .into_iter()
@@ -360,7 +390,6 @@ pub fn random_search(
             epochs,
         })
         .collect();
-    let log = ResultsLog::open(results_file)?;
     let trials = run_trials(pending, &done, runner, options, &log, on_trial)?;
     Ok(TuningResults {
         objective: Some(options.objective),
@@ -382,21 +411,13 @@ pub fn successive_halving(
     results_file: Option<&Path>,
     on_trial: &(dyn Fn(&TrialRecord) + Sync),
 ) -> Result<TuningResults, TrainError> {
-    space.validate().map_err(|message| TrainError::Config {
-        name: "search space".into(),
-        message,
-    })?;
     if eta < 2 || min_epochs == 0 || max_epochs < min_epochs {
         return Err(TrainError::Config {
             name: "successive halving".into(),
             message: format!("needs eta >= 2 and 1 <= min_epochs <= max_epochs (eta {eta}, epochs {min_epochs}..{max_epochs})"),
         });
     }
-    let done = match results_file {
-        Some(path) => TuningResults::load(path)?,
-        None => Vec::new(),
-    };
-    let log = ResultsLog::open(results_file)?;
+    let (done, log) = start(space, results_file)?;
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let mut alive: Vec<(usize, HyperParams)> = distinct_samples(space, trials, &mut rng)
         .into_iter()
