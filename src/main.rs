@@ -478,24 +478,14 @@ fn run_train(args: TrainArgs) -> Result<()> {
         );
     }
     let loaded = args.source.load()?;
-    let limited;
-    let train_set = match args.limit {
-        Some(limit) => {
-            limited = loaded.train.head(limit);
-            &limited
-        }
-        None => &loaded.train,
-    };
-    let split = prepare::train_validation_split(
-        &train_set.labels,
+    let (train, validation) = prepare::split_scaled(
+        &loaded.train,
+        args.limit,
         args.validation_split,
         args.seed,
         args.stratify,
     );
-    // Scale only the selected images (f32 copies are 4x the bytes).
-    let train = Prepared::from_dataset(&train_set.subset(&split.train));
-    let validation = (!split.validation.is_empty())
-        .then(|| Prepared::from_dataset(&train_set.subset(&split.validation)));
+    let validation = (!validation.is_empty()).then_some(validation);
     eprintln!(
         "data: {} training, {} validation images from {}",
         train.len(),
@@ -660,14 +650,13 @@ fn run_tune(args: TuneArgs) -> Result<()> {
         );
     }
     let loaded = args.source.load()?;
-    let train_set = match args.limit {
-        Some(n) => loaded.train.head(n),
-        None => loaded.train.clone(),
-    };
-    let split =
-        prepare::train_validation_split(&train_set.labels, args.validation_split, args.seed, false);
-    let train = Prepared::from_dataset(&train_set.subset(&split.train));
-    let validation = Prepared::from_dataset(&train_set.subset(&split.validation));
+    let (train, validation) = prepare::split_scaled(
+        &loaded.train,
+        args.limit,
+        args.validation_split,
+        args.seed,
+        false,
+    );
     let runner = LeNet5Trials {
         train: &train,
         validation: &validation,

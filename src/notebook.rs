@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use dfdx::prelude::Cpu;
 use polars::prelude::DataFrame;
 
-use crate::data::prepare::{train_validation_split, Prepared};
+use crate::data::prepare::{split_scaled, Prepared};
 use crate::data::{
     eda, source, Dataset, FashionMnist, Verification, CLASS_NAMES, IMAGE_PIXELS, IMAGE_SIDE,
     NUM_CLASSES,
@@ -177,18 +177,14 @@ pub fn prepare_split(
     seed: u64,
     limit: Option<usize>,
 ) -> SplitData {
-    let train_set = match limit {
-        Some(n) => data.train.head(n),
-        None => data.train.clone(),
-    };
-    let split = train_validation_split(&train_set.labels, validation_fraction, seed, false);
+    let (train, validation) = split_scaled(&data.train, limit, validation_fraction, seed, false);
     let test = data.test.as_ref().map(|t| match limit {
         Some(n) => t.head(n / 3),
         None => t.clone(),
     });
     SplitData {
-        train: Prepared::from_dataset(&train_set.subset(&split.train)),
-        validation: Prepared::from_dataset(&train_set.subset(&split.validation)),
+        train,
+        validation,
         test: test.map(|t| Prepared::from_dataset(&t)).unwrap_or_default(),
     }
 }

@@ -119,6 +119,23 @@ pub fn train_validation_split(
     split
 }
 
+/// The first `limit` images of `dataset` (all when None), split as [`train_validation_split`]
+/// does and scaled to 0..1: (train, validation). Only the selected images are copied.
+pub fn split_scaled(
+    dataset: &Dataset,
+    limit: Option<usize>,
+    validation_fraction: f64,
+    seed: u64,
+    stratified: bool,
+) -> (Prepared, Prepared) {
+    let n = limit.map_or(dataset.len(), |l| l.min(dataset.len()));
+    let split = train_validation_split(&dataset.labels[..n], validation_fraction, seed, stratified);
+    (
+        Prepared::from_dataset(&dataset.subset(&split.train)),
+        Prepared::from_dataset(&dataset.subset(&split.validation)),
+    )
+}
+
 /// Seeded K-fold indices: `k` (train, validation) splits whose validation parts partition all
 /// images. With `stratified`, each class is dealt evenly over the folds.
 pub fn kfold_indices(labels: &[u8], k: usize, seed: u64, stratified: bool) -> Vec<SplitIndices> {
