@@ -85,6 +85,12 @@ pub enum TrainError {
     Config { name: String, message: String },
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
+    /// Backbone weights that cannot be fetched, read or matched to the architecture.
+    #[error("weights {source_name}: {message}")]
+    Weights {
+        source_name: String,
+        message: String,
+    },
     #[error(transparent)]
     Data(#[from] DataError),
     #[error("device error: {0}")]

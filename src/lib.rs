@@ -11,6 +11,7 @@ pub mod ops;
 pub mod plots;
 pub mod report;
 pub mod training;
+pub mod transfer;
 pub mod tuning;
 
 pub use error::{DataError, TrainError};

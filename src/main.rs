@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use fashion_mnist::data::prepare::{self, Prepared};
 use fashion_mnist::data::{self, eda, source, Dataset, FashionMnist, Verification, CLASS_NAMES};
-use fashion_mnist::models::{ImageClassifier, LeNet5, LeNet5Config};
+use fashion_mnist::models::{ImageClassifier, LeNet5, LeNet5Config, Parameters};
 use fashion_mnist::training::{
     self, checkpoint, EarlyStopping, EpochRecord, Monitor, TrainConfig, TrainObserver,
 };

@@ -6,7 +6,7 @@ use std::path::Path;
 use dfdx::prelude::*;
 use fashion_mnist::data::prepare::{train_validation_split, Prepared};
 use fashion_mnist::data::{csv, source, Dataset};
-use fashion_mnist::models::{ImageClassifier, LeNet5, LeNet5Config, ParamVisitor};
+use fashion_mnist::models::{ImageClassifier, LeNet5, LeNet5Config, ParamVisitor, Parameters};
 use fashion_mnist::training::{self, checkpoint, EarlyStopping, Silent, TrainConfig};
 use fashion_mnist::TrainError;
 

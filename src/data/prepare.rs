@@ -53,13 +53,23 @@ impl Prepared {
         one_hot(&self.labels)
     }
 
+    /// Values per image: 784 for Fashion-MNIST pixels, more for resized images or features.
+    pub fn values_per_image(&self) -> usize {
+        if self.labels.is_empty() {
+            IMAGE_PIXELS
+        } else {
+            self.pixels.len() / self.labels.len()
+        }
+    }
+
     pub fn image(&self, index: usize) -> &[f32] {
-        &self.pixels[index * IMAGE_PIXELS..(index + 1) * IMAGE_PIXELS]
+        let n = self.values_per_image();
+        &self.pixels[index * n..(index + 1) * n]
     }
 
     /// The images at `indices`, in that order.
     pub fn subset(&self, indices: &[usize]) -> Prepared {
-        let mut pixels = Vec::with_capacity(indices.len() * IMAGE_PIXELS);
+        let mut pixels = Vec::with_capacity(indices.len() * self.values_per_image());
         let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
             pixels.extend_from_slice(self.image(i));

@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{
     glorot_uniform, ImageClassifier, LayerSummary, ModelSummary, ParamVisitor, ParamVisitorMut,
+    Parameters,
 };
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
 use crate::ops::{conv2d, max_pool2d, InputGrad, Tensor2, Tensor4};
@@ -109,7 +110,7 @@ pub(crate) fn dense<T: Tape<f32, Cpu>>(
     }
 }
 
-impl ImageClassifier for LeNet5 {
+impl Parameters for LeNet5 {
     fn architecture(&self) -> &'static str {
         "lenet5"
     }
@@ -118,6 +119,16 @@ impl ImageClassifier for LeNet5 {
         serde_json::to_value(self.config).expect("plain struct")
     }
 
+    fn visit_params<V: ParamVisitor>(&self, visitor: &mut V) -> Result<(), V::Error> {
+        visit_lenet5_params!(self, visitor, &)
+    }
+
+    fn visit_params_mut<V: ParamVisitorMut>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
+        visit_lenet5_params!(self, visitor, &mut)
+    }
+}
+
+impl ImageClassifier for LeNet5 {
     fn input_shape(&self) -> (usize, usize, usize) {
         (1, IMAGE_SIDE, IMAGE_SIDE)
     }
@@ -148,14 +159,6 @@ impl ImageClassifier for LeNet5 {
         let x = dense(x, &self.dense1_weight, &self.dense1_bias, true);
         let x = dense(x, &self.dense2_weight, &self.dense2_bias, true);
         dense(x, &self.dense3_weight, &self.dense3_bias, false)
-    }
-
-    fn visit_params<V: ParamVisitor>(&self, visitor: &mut V) -> Result<(), V::Error> {
-        visit_lenet5_params!(self, visitor, &)
-    }
-
-    fn visit_params_mut<V: ParamVisitorMut>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
-        visit_lenet5_params!(self, visitor, &mut)
     }
 
     fn summary(&self) -> ModelSummary {

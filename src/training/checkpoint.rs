@@ -9,7 +9,7 @@ use ::safetensors::tensor::{Dtype as SafeDtype, Metadata, SafeTensors, TensorInf
 use dfdx::prelude::*;
 
 use crate::error::TrainError;
-use crate::models::{ImageClassifier, LeNet5, LeNet5Config, ParamVisitor, ParamVisitorMut};
+use crate::models::{LeNet5, LeNet5Config, ParamVisitor, ParamVisitorMut, Parameters};
 
 /// Format tag stored in every checkpoint's metadata.
 pub const CHECKPOINT_FORMAT: &str = "fashion-mnist/1";
@@ -35,7 +35,16 @@ impl ParamVisitor for Collect {
 
 /// Saves `model` to `path` (safetensors), replacing any file there only once the new one is
 /// complete.
-pub fn save<M: ImageClassifier>(model: &M, path: &Path) -> Result<(), TrainError> {
+pub fn save<M: Parameters>(model: &M, path: &Path) -> Result<(), TrainError> {
+    save_with(model, path, &[])
+}
+
+/// [`save`], with extra metadata entries (e.g. where imported weights came from).
+pub fn save_with<M: Parameters>(
+    model: &M,
+    path: &Path,
+    extra_metadata: &[(&str, &str)],
+) -> Result<(), TrainError> {
     let mut collected = Collect(Vec::new());
     let Ok(()) = model.visit_params(&mut collected);
     let views: Vec<(String, TensorView<'_>)> = collected
@@ -47,11 +56,14 @@ pub fn save<M: ImageClassifier>(model: &M, path: &Path) -> Result<(), TrainError
             (name.clone(), view)
         })
         .collect();
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
         ("architecture".to_string(), model.architecture().to_string()),
         ("config".to_string(), model.config_json().to_string()),
     ]);
+    for (key, value) in extra_metadata {
+        metadata.insert(key.to_string(), value.to_string());
+    }
     let bytes = ::safetensors::tensor::serialize(views, &Some(metadata))
         .map_err(|e| checkpoint_error(path, e.to_string()))?;
     crate::fsutil::write_bytes_atomically(path, &bytes)?;
@@ -111,7 +123,7 @@ fn read_header(path: &Path, bytes: &[u8]) -> Result<(usize, Metadata), TrainErro
 
 /// Copies the tensors of the checkpoint at `path` into `model`, which must have the same
 /// architecture and shapes.
-pub fn load_into<M: ImageClassifier>(model: &mut M, path: &Path) -> Result<(), TrainError> {
+pub fn load_into<M: Parameters>(model: &mut M, path: &Path) -> Result<(), TrainError> {
     let bytes = std::fs::read(path).map_err(|e| checkpoint_error(path, e.to_string()))?;
     let (data_start, metadata) = read_header(path, &bytes)?;
     let mut fill = Fill {

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use dfdx::prelude::*;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::prepare::{one_hot, Prepared};
@@ -141,16 +141,19 @@ impl TrainObserver for EpochLines {
     }
 }
 
-/// Copies the images at `indices` into one input tensor (B, C, H, W).
+/// Copies the images at `indices` into one input tensor (B, C, H, W), each from the variant
+/// `variant_of[i]` (the first variant when `variant_of` is empty).
 fn batch_tensor(
     device: &Cpu,
-    data: &Prepared,
+    variants: &[&Prepared],
+    variant_of: &[usize],
     indices: &[usize],
     shape: (usize, usize, usize),
 ) -> Tensor4 {
     let image_len = shape.0 * shape.1 * shape.2;
     let mut pixels = Vec::with_capacity(indices.len() * image_len);
     for &i in indices {
+        let data = variants[variant_of.get(i).copied().unwrap_or(0)];
         pixels.extend_from_slice(&data.pixels[i * image_len..(i + 1) * image_len]);
     }
     device.tensor_from_vec(pixels, (indices.len(), shape.0, shape.1, shape.2))
@@ -184,7 +187,7 @@ fn argmax(row: &[f32]) -> u8 {
 /// Runs `work` on a thread of a rayon pool. The many small parallel sections of a training
 /// step then fork and join among pool threads, instead of each handing work from the calling
 /// thread to the pool and sleeping until it comes back.
-fn on_thread_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+pub(crate) fn on_thread_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         return work();
     }
@@ -206,19 +209,46 @@ pub fn fit<M: ImageClassifier>(
     config: &TrainConfig,
     observer: &mut dyn TrainObserver,
 ) -> Result<History, TrainError> {
-    on_thread_pool(|| fit_here(model, train, validation, config, observer))
+    fit_augmented(model, &[train], validation, config, observer)
+}
+
+/// [`fit`] with precomputed augmentations: `train_variants` hold the same images in the same
+/// order and with the same labels, transformed differently (e.g. original and mirrored); every
+/// epoch, each image is drawn from one variant at random (seeded).
+pub fn fit_augmented<M: ImageClassifier>(
+    model: &mut M,
+    train_variants: &[&Prepared],
+    validation: Option<&Prepared>,
+    config: &TrainConfig,
+    observer: &mut dyn TrainObserver,
+) -> Result<History, TrainError> {
+    on_thread_pool(|| fit_here(model, train_variants, validation, config, observer))
 }
 
 fn fit_here<M: ImageClassifier>(
     model: &mut M,
-    train: &Prepared,
+    train_variants: &[&Prepared],
     validation: Option<&Prepared>,
     config: &TrainConfig,
     observer: &mut dyn TrainObserver,
 ) -> Result<History, TrainError> {
     config.validate(validation.is_some())?;
     refresh_param_ids(model);
-    check_input(model, train)?;
+    let Some(&train) = train_variants.first() else {
+        return Err(TrainError::Config {
+            name: "data".into(),
+            message: "no training images".into(),
+        });
+    };
+    for variant in train_variants {
+        check_input(model, variant)?;
+        if variant.labels != train.labels {
+            return Err(TrainError::Config {
+                name: "data".into(),
+                message: "augmented variants must hold the same images and labels".into(),
+            });
+        }
+    }
     if let Some(v) = validation {
         check_input(model, v)?;
     }
@@ -228,7 +258,8 @@ fn fit_here<M: ImageClassifier>(
             message: "no training images".into(),
         });
     }
-    let device = Cpu::default();
+    // Seeds dropout masks, for models that have dropout.
+    let device = Cpu::seed_from_u64(config.seed);
     let shape = model.input_shape();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
@@ -241,9 +272,16 @@ fn fit_here<M: ImageClassifier>(
         let started = Instant::now();
         order.shuffle(&mut rng);
         observer.on_epoch_start(epoch, config.epochs, steps);
+        let variant_of: Vec<usize> = if train_variants.len() > 1 {
+            (0..train.len())
+                .map(|_| rng.gen_range(0..train_variants.len()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (step, indices) in order.chunks(config.batch_size).enumerate() {
-            let x = batch_tensor(&device, train, indices, shape);
+            let x = batch_tensor(&device, train_variants, &variant_of, indices, shape);
             let labels: Vec<u8> = indices.iter().map(|&i| train.labels[i]).collect();
             let targets = device.tensor_from_vec(one_hot(&labels), (indices.len(), NUM_CLASSES));
             // A fresh gradient store per step: dfdx cannot mark run-time-shaped parameters as

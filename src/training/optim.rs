@@ -3,7 +3,7 @@
 
 use dfdx::prelude::*;
 
-use crate::models::{ImageClassifier, ParamVisitorMut};
+use crate::models::{ParamVisitorMut, Parameters};
 
 /// Adam, with Keras' defaults (learning rate 1e-3, betas 0.9/0.999, epsilon 1e-7).
 pub struct Adam {
@@ -29,7 +29,7 @@ impl Adam {
     }
 
     /// One update of every parameter of `model` from `grads`.
-    pub fn update<M: ImageClassifier>(
+    pub fn update<M: Parameters>(
         &mut self,
         model: &mut M,
         grads: &mut Gradients<f32, Cpu>,

