@@ -422,7 +422,7 @@ impl TrainObserver for ProgressObserver {
     fn on_batch(&mut self, step: usize, running_loss: f64, running_accuracy: f64) {
         if let Some(bar) = &self.bar {
             bar.set_position(step as u64);
-            if step % 50 == 0 {
+            if step.is_multiple_of(50) {
                 bar.set_message(format!(
                     "loss {running_loss:.4} accuracy {running_accuracy:.4}"
                 ));

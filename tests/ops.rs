@@ -156,6 +156,26 @@ fn conv2d_matches_naive_reference_across_strides_paddings_and_kernels() {
 }
 
 #[test]
+fn conv2d_small_planes_grouped_into_one_gemm_match_reference() {
+    // Small output planes put several images side by side in one GEMM (groups of up to 16,
+    // the last one partial); pointwise convolutions take the same path.
+    for (kernel, stride, padding, height) in
+        [(3, 1, 1, 2), (3, 2, 1, 4), (1, 1, 0, 1), (1, 2, 0, 3)]
+    {
+        check_conv(Case {
+            batch: 37,
+            channels: 5,
+            height,
+            width: height,
+            filters: 7,
+            kernel,
+            stride,
+            padding,
+        });
+    }
+}
+
+#[test]
 fn conv2d_lenet_shapes_match_reference() {
     check_conv(Case {
         batch: 2,

@@ -66,8 +66,9 @@ impl Conv2dGeometry {
         (pos >= 0 && (pos as usize) < size).then_some(pos as usize)
     }
 
-    /// Unfolds one image (C, H, W) into `cols` (C*K*K, OH*OW).
-    fn im2col(&self, image: &[f32], cols: &mut [f32]) {
+    /// Unfolds one image (C, H, W) into `cols` (C*K*K rows of OH*OW values, `row_stride`
+    /// apart: several images of a group sit side by side in one matrix).
+    fn im2col(&self, image: &[f32], cols: &mut [f32], row_stride: usize) {
         let (k, oh, ow) = (self.kernel, self.out_height(), self.out_width());
         let plane = self.in_height * self.in_width;
         for c in 0..self.in_channels {
@@ -75,7 +76,7 @@ impl Conv2dGeometry {
             for ky in 0..k {
                 for kx in 0..k {
                     let row = (c * k + ky) * k + kx;
-                    let dst = &mut cols[row * oh * ow..(row + 1) * oh * ow];
+                    let dst = &mut cols[row * row_stride..row * row_stride + oh * ow];
                     for oy in 0..oh {
                         let dst_row = &mut dst[oy * ow..(oy + 1) * ow];
                         let Some(iy) = self.source(oy, ky, self.in_height) else {
@@ -107,8 +108,9 @@ impl Conv2dGeometry {
         }
     }
 
-    /// Folds `cols` (C*K*K, OH*OW) back into one image's gradient (C, H, W), adding overlaps.
-    fn col2im_add(&self, cols: &[f32], image: &mut [f32]) {
+    /// Folds `cols` (C*K*K rows of OH*OW values, `row_stride` apart) back into one image's
+    /// gradient (C, H, W), adding overlaps.
+    fn col2im_add(&self, cols: &[f32], image: &mut [f32], row_stride: usize) {
         let (k, oh, ow) = (self.kernel, self.out_height(), self.out_width());
         let plane = self.in_height * self.in_width;
         for c in 0..self.in_channels {
@@ -116,7 +118,7 @@ impl Conv2dGeometry {
             for ky in 0..k {
                 for kx in 0..k {
                     let row = (c * k + ky) * k + kx;
-                    let src = &cols[row * oh * ow..(row + 1) * oh * ow];
+                    let src = &cols[row * row_stride..row * row_stride + oh * ow];
                     for oy in 0..oh {
                         let Some(iy) = self.source(oy, ky, self.in_height) else {
                             continue;
@@ -148,9 +150,55 @@ impl Conv2dGeometry {
     }
 }
 
-/// Images per partial weight-gradient sum. Fixed (not tied to the thread count) so the
-/// summation order, and therefore the result, never changes.
-const WEIGHT_GRAD_CHUNK: usize = 8;
+/// Columns a group's GEMM should have at least: below that, a layer with a small output plane
+/// (deep layers of VGG-16 and ResNet-50) re-reads its whole kernel for a handful of columns.
+const GROUP_COLUMNS: usize = 256;
+/// At most this many images per group, so a batch still splits into groups for the threads.
+/// Both limits are fixed (not tied to the thread count): the summation order of the weight
+/// gradient, and therefore the result, never changes.
+const MAX_GROUP_IMAGES: usize = 16;
+
+impl Conv2dGeometry {
+    /// Images whose im2col matrices sit side by side in one GEMM.
+    fn group_images(&self) -> usize {
+        GROUP_COLUMNS
+            .div_ceil(self.out_plane().max(1))
+            .clamp(1, MAX_GROUP_IMAGES)
+            .min(self.batch.max(1))
+    }
+
+    /// Writes the im2col matrix of `images` (whole images, one group) into `cols`
+    /// (C*K*K, n*OH*OW). A pointwise convolution's matrix is its input, interleaved.
+    fn group_cols(&self, images: &[f32], cols: &mut [f32]) {
+        let n = images.len() / self.in_image();
+        let plane = self.out_plane();
+        for (i, image) in images.chunks_exact(self.in_image()).enumerate() {
+            let cols = &mut cols[i * plane..];
+            if self.is_pointwise() {
+                for (c, channel) in image.chunks_exact(plane).enumerate() {
+                    cols[c * n * plane..c * n * plane + plane].copy_from_slice(channel);
+                }
+            } else {
+                self.im2col(image, cols, n * plane);
+            }
+        }
+    }
+}
+
+/// Moves a group's (O, n*P) matrix into n images of (O, P), or back when `to_group`.
+fn regroup(group: &mut [f32], images: &mut [f32], channels: usize, plane: usize, to_group: bool) {
+    let n = images.len() / (channels * plane).max(1);
+    for (i, image) in images.chunks_exact_mut(channels * plane).enumerate() {
+        for (o, row) in image.chunks_exact_mut(plane).enumerate() {
+            let g = &mut group[(o * n + i) * plane..(o * n + i + 1) * plane];
+            if to_group {
+                g.copy_from_slice(row);
+            } else {
+                row.copy_from_slice(g);
+            }
+        }
+    }
+}
 
 /// `y = conv2d(x, weight) + bias` for `x` (B, C, H, W), `weight` (O, C, K, K), `bias` (O,).
 pub fn conv2d<T: Tape<f32, Cpu>>(
@@ -190,6 +238,11 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
     let weights = contiguous_values(weight);
     let biases = contiguous_values(bias);
     let (patch, plane) = (geom.patch_len(), geom.out_plane());
+    let group = geom.group_images();
+    // A pointwise convolution on single images reads its input as the im2col matrix.
+    let cols_are_input = geom.is_pointwise() && group == 1;
+    let group_in = group * geom.in_image();
+    let group_out = group * geom.out_image();
 
     let mut output = vec![0.0f32; batch * geom.out_image()];
     let keep_cols = T::OWNS_TAPE && !geom.is_pointwise();
@@ -198,43 +251,63 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
     } else {
         Vec::new()
     };
-    let forward_one = |image: &[f32], cols: &mut [f32], out: &mut [f32]| {
-        let cols: &[f32] = if geom.is_pointwise() {
-            image
-        } else {
-            geom.im2col(image, cols);
-            cols
+    // One group: fill `cols` (unless the input serves), GEMM into `gemm_out`, then spread it
+    // over the images' outputs.
+    let forward_group =
+        |images: &[f32], cols: &mut [f32], gemm_out: &mut [f32], out: &mut [f32]| {
+            let n = images.len() / geom.in_image();
+            let cols: &[f32] = if cols_are_input {
+                images
+            } else {
+                geom.group_cols(images, &mut cols[..patch * n * plane]);
+                &cols[..patch * n * plane]
+            };
+            let single = n == 1;
+            let dst = if single {
+                &mut *out
+            } else {
+                &mut gemm_out[..out_channels * n * plane]
+            };
+            for (o, row) in dst.chunks_exact_mut(n * plane).enumerate() {
+                row.fill(biases[o]);
+            }
+            matmul(
+                out_channels,
+                n * plane,
+                patch,
+                dst,
+                true,
+                MatRef::row_major(&weights, patch),
+                MatRef::row_major(cols, n * plane),
+            );
+            if !single {
+                regroup(gemm_out, out, out_channels, plane, false);
+            }
         };
-        for (o, row) in out.chunks_exact_mut(plane).enumerate() {
-            row.fill(biases[o]);
-        }
-        matmul(
-            out_channels,
-            plane,
-            patch,
-            out,
-            true,
-            MatRef::row_major(&weights, patch),
-            MatRef::row_major(cols, plane),
-        );
-    };
-    let images = input.par_chunks_exact(geom.in_image().max(1));
-    let outs = output.par_chunks_exact_mut(geom.out_image().max(1));
-    if keep_cols {
-        images
-            .zip(outs)
-            .zip(saved_cols.par_chunks_exact_mut(patch * plane))
-            .for_each(|((image, out), cols)| forward_one(image, cols, out));
-    } else {
-        let scratch = if geom.is_pointwise() {
+    let groups = input.par_chunks(group_in.max(1));
+    let outs = output.par_chunks_mut(group_out.max(1));
+    let scratch = || {
+        let cols = if cols_are_input || keep_cols {
             0
         } else {
-            patch * plane
+            group * patch * plane
         };
-        images.zip(outs).for_each_init(
-            || vec![0.0f32; scratch],
-            |cols, (image, out)| forward_one(image, cols, out),
-        );
+        let gemm_out = if group == 1 { 0 } else { group_out };
+        (vec![0.0f32; cols], vec![0.0f32; gemm_out])
+    };
+    if keep_cols {
+        groups
+            .zip(outs)
+            .zip(saved_cols.par_chunks_mut(group * patch * plane))
+            .for_each_init(scratch, |(_, gemm_out), ((images, out), cols)| {
+                forward_group(images, cols, gemm_out, out)
+            });
+    } else {
+        groups
+            .zip(outs)
+            .for_each_init(scratch, |(cols, gemm_out), (images, out)| {
+                forward_group(images, cols, gemm_out, out)
+            });
     }
     let out = device.tensor_from_vec(
         output,
@@ -245,13 +318,6 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
         let (x_ref, w_ref, b_ref, out_ref) = (x.clone(), weight.clone(), bias.clone(), out.clone());
         tape.add_backward_op(move |grads| {
             let grad_out = take_output_grad(grads, &out_ref)?;
-            let cols_of = |b: usize| -> &[f32] {
-                if geom.is_pointwise() {
-                    &input[b * geom.in_image()..(b + 1) * geom.in_image()]
-                } else {
-                    &saved_cols[b * patch * plane..(b + 1) * patch * plane]
-                }
-            };
 
             let mut grad_bias = vec![0.0f32; out_channels];
             for image in grad_out.chunks_exact(geom.out_image()) {
@@ -260,23 +326,80 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
                 }
             }
 
-            // dW = sum_b dY_b (O x P) * cols_b^T (P x CKK), in fixed chunks, summed in order.
-            let partials: Vec<Vec<f32>> = (0..batch.div_ceil(WEIGHT_GRAD_CHUNK))
+            // Per group: dY (O x nP) gathered from the images, then
+            // dW_g = dY * cols^T and dcols = W^T * dY (folded back into dX).
+            let group_count = batch.div_ceil(group);
+            let mut grad_input = if input_grad == InputGrad::Compute {
+                vec![0.0f32; batch * geom.in_image()]
+            } else {
+                Vec::new()
+            };
+            let mut dx_groups: Vec<&mut [f32]> = grad_input.chunks_mut(group_in.max(1)).collect();
+            dx_groups.resize_with(group_count, Default::default);
+            let partials: Vec<Vec<f32>> = dx_groups
                 .into_par_iter()
-                .map(|chunk| {
-                    let mut partial = vec![0.0f32; out_channels * patch];
-                    let end = ((chunk + 1) * WEIGHT_GRAD_CHUNK).min(batch);
-                    for b in chunk * WEIGHT_GRAD_CHUNK..end {
-                        let dy = &grad_out[b * geom.out_image()..(b + 1) * geom.out_image()];
-                        matmul(
+                .enumerate()
+                .map(|(g, dx)| {
+                    let first = g * group;
+                    let n = group.min(batch - first);
+                    let dy_images =
+                        &grad_out[first * geom.out_image()..(first + n) * geom.out_image()];
+                    let mut dy_group;
+                    let dy: &[f32] = if n == 1 {
+                        dy_images
+                    } else {
+                        dy_group = vec![0.0f32; out_channels * n * plane];
+                        regroup(
+                            &mut dy_group,
+                            &mut dy_images.to_vec(),
                             out_channels,
-                            patch,
                             plane,
-                            &mut partial,
                             true,
-                            MatRef::row_major(dy, plane),
-                            MatRef::transposed(cols_of(b), plane),
                         );
+                        &dy_group
+                    };
+                    let images = &input[first * geom.in_image()..(first + n) * geom.in_image()];
+                    let mut built;
+                    let cols: &[f32] = if cols_are_input {
+                        images
+                    } else if geom.is_pointwise() {
+                        built = vec![0.0f32; patch * n * plane];
+                        geom.group_cols(images, &mut built);
+                        &built
+                    } else {
+                        let start = first * patch * plane;
+                        &saved_cols[start..start + patch * n * plane]
+                    };
+                    let mut partial = vec![0.0f32; out_channels * patch];
+                    matmul(
+                        out_channels,
+                        patch,
+                        n * plane,
+                        &mut partial,
+                        false,
+                        MatRef::row_major(dy, n * plane),
+                        MatRef::transposed(cols, n * plane),
+                    );
+                    if input_grad == InputGrad::Compute {
+                        let w_t = MatRef::transposed(&weights, patch);
+                        let dy = MatRef::row_major(dy, n * plane);
+                        if cols_are_input {
+                            matmul(patch, plane, out_channels, dx, false, w_t, dy);
+                        } else {
+                            let mut dcols = vec![0.0f32; patch * n * plane];
+                            matmul(patch, n * plane, out_channels, &mut dcols, false, w_t, dy);
+                            for (i, dx) in dx.chunks_exact_mut(geom.in_image()).enumerate() {
+                                let dcols = &dcols[i * plane..];
+                                if geom.is_pointwise() {
+                                    for (c, channel) in dx.chunks_exact_mut(plane).enumerate() {
+                                        let src = &dcols[c * n * plane..c * n * plane + plane];
+                                        channel.copy_from_slice(src);
+                                    }
+                                } else {
+                                    geom.col2im_add(dcols, dx, n * plane);
+                                }
+                            }
+                        }
                     }
                     partial
                 })
@@ -289,31 +412,7 @@ pub fn conv2d<T: Tape<f32, Cpu>>(
             }
             accumulate_grad(grads, &w_ref, &grad_weight)?;
             accumulate_grad(grads, &b_ref, &grad_bias)?;
-
             if input_grad == InputGrad::Compute {
-                // dX_b = col2im(W^T (CKK x O) * dY_b (O x P)).
-                let mut grad_input = vec![0.0f32; batch * geom.in_image()];
-                let scratch = if geom.is_pointwise() {
-                    0
-                } else {
-                    patch * plane
-                };
-                grad_input
-                    .par_chunks_exact_mut(geom.in_image())
-                    .zip(grad_out.par_chunks_exact(geom.out_image()))
-                    .for_each_init(
-                        || vec![0.0f32; scratch],
-                        |dcols, (dx, dy)| {
-                            let w_t = MatRef::transposed(&weights, patch);
-                            let dy = MatRef::row_major(dy, plane);
-                            if geom.is_pointwise() {
-                                matmul(patch, plane, out_channels, dx, false, w_t, dy);
-                            } else {
-                                matmul(patch, plane, out_channels, dcols, false, w_t, dy);
-                                geom.col2im_add(dcols, dx);
-                            }
-                        },
-                    );
                 accumulate_grad(grads, &x_ref, &grad_input)?;
             }
             Ok(())
