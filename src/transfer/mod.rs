@@ -306,7 +306,7 @@ pub fn run_transfer(
         });
     }
     // Both backbones halve the image five times.
-    if config.side < 32 || config.side % 32 != 0 {
+    if config.side < 32 || !config.side.is_multiple_of(32) {
         return Err(TrainError::Config {
             name: "side".into(),
             message: format!("must be a multiple of 32 (got {})", config.side),
