@@ -1234,7 +1234,7 @@ fn run_transfer(args: TransferArgs) -> Result<()> {
                     .early_stopping
                     .then(|| EarlyStopping::new(args.patience)),
             },
-            fine_tune: (args.fine_tune_epochs > 0).then(|| FineTuneConfig {
+            fine_tune: (args.fine_tune_epochs > 0).then_some(FineTuneConfig {
                 epochs: args.fine_tune_epochs,
                 learning_rate: args.fine_tune_learning_rate,
                 mirror: !args.no_mirror,
