@@ -393,9 +393,16 @@ struct BenchArgs {
     /// Epochs to time (the first includes warm-up)
     #[arg(long, default_value_t = 2)]
     epochs: usize,
-    /// Python with TensorFlow: also time the walkthrough's Keras LeNet-5 on the same images
+    /// Python with TensorFlow: also time the walkthrough's Keras code on the same machine
     #[arg(long, value_name = "PYTHON")]
     keras: Option<PathBuf>,
+    /// Time transfer learning instead: frozen-backbone feature extraction and (VGG-16) head
+    /// epochs on cached features
+    #[arg(long, value_name = "vgg16|resnet50")]
+    backbone: Option<String>,
+    /// Images to extract features from (with --backbone)
+    #[arg(long, default_value_t = 2000)]
+    extract_images: usize,
 }
 
 fn main() {
@@ -929,6 +936,9 @@ fn run_cv(args: CvArgs) -> Result<()> {
 }
 
 fn run_bench(args: BenchArgs) -> Result<()> {
+    if let Some(backbone) = &args.backbone {
+        return run_transfer_bench(&args, parse_architecture(backbone)?);
+    }
     let loaded = args.source.load()?;
     if loaded.train.len() < args.images {
         bail!(
@@ -1242,52 +1252,25 @@ fn run_transfer(args: TransferArgs) -> Result<()> {
             }),
             ..TransferConfig::walkthrough(architecture, preprocessing)
         };
-        let slug = format!(
-            "{}-{}{}",
-            architecture.name(),
-            preprocessing.name(),
-            if config.fine_tune.is_some() {
-                "-fine-tuned"
-            } else {
-                ""
-            }
-        );
-        let result_path = out.join(format!("{slug}.json"));
-        let previous: Option<TransferOutcome> = std::fs::read_to_string(&result_path)
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .filter(|o: &TransferOutcome| o.config == config && o.weights == weights_info);
-        let outcome = match previous {
-            Some(outcome) => {
-                eprintln!("{}: reusing {}", outcome.label, result_path.display());
-                outcome
-            }
-            None => {
-                eprintln!(
-                    "== {}",
-                    transfer::run_label(architecture, &weights_info, preprocessing)
-                );
-                let mut observer = TransferProgress {
-                    training: ProgressObserver {
-                        bar: None,
-                        epoch: 0,
-                        epochs: 0,
-                    },
-                    extraction: None,
-                };
-                let outcome = transfer::run_transfer(
-                    &loaded.train,
-                    loaded.test.as_ref(),
-                    &backbone,
-                    &weights_info,
-                    &config,
-                    cache,
-                    &mut observer,
-                )?;
-                write_json(&result_path, &outcome)?;
-                outcome
-            }
+        let mut observer = TransferProgress {
+            training: ProgressObserver {
+                bar: None,
+                epoch: 0,
+                epochs: 0,
+            },
+            extraction: None,
         };
+        let outcome = transfer::run_or_reuse(
+            &out,
+            &loaded.train,
+            loaded.test.as_ref(),
+            &backbone,
+            &weights_info,
+            &config,
+            cache,
+            &mut observer,
+        )?;
+        let slug = transfer::result_file_name(&config).replace(".json", "");
         save_chart(
             fashion_mnist::plots::training_curves(&outcome.head.history, &outcome.label),
             &out.join(format!("{slug}-head-curves.svg")),
@@ -1314,5 +1297,133 @@ fn run_transfer(args: TransferArgs) -> Result<()> {
         }),
     )?;
     println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// `bench --backbone`: extraction images/s and head seconds per epoch, ours and (with --keras)
+/// Keras', in one table.
+fn run_transfer_bench(
+    args: &BenchArgs,
+    architecture: fashion_mnist::transfer::Architecture,
+) -> Result<()> {
+    use fashion_mnist::models::{DenseHead, HeadConfig};
+    use fashion_mnist::transfer::{
+        self, Architecture, FeatureSettings, FeatureStage, Preprocessing,
+    };
+    let loaded = args.source.load()?;
+    let n = args.extract_images.min(loaded.train.len());
+    let images = loaded.train.head(n);
+    let device = Cpu::default();
+    // Random weights: extraction speed does not depend on their values.
+    let backbone = match architecture {
+        Architecture::Vgg16 => {
+            transfer::LoadedBackbone::Vgg16(fashion_mnist::models::Vgg16::new(&device, 0))
+        }
+        Architecture::Resnet50 => transfer::LoadedBackbone::Resnet50(Box::new(
+            fashion_mnist::models::ResNet50::new(&device, Default::default(), 0),
+        )),
+    };
+    let settings = FeatureSettings {
+        backbone: architecture,
+        weights_id: "bench".into(),
+        preprocessing: Preprocessing::Caffe,
+        side: 32,
+        stage: FeatureStage::Output,
+        mirrored: false,
+    };
+    eprintln!(
+        "extracting {n} images with {} ({} threads)",
+        architecture.name(),
+        rayon::current_num_threads()
+    );
+    let (_, record) =
+        transfer::cached_features(&backbone, &images.images, &settings, None, &mut |_| {})?;
+    let mut rows: Vec<(String, String, f64)> = vec![(
+        "fashion-mnist (dfdx, CPU)".into(),
+        format!(
+            "{} extraction, {n} images, batch {}",
+            architecture.name(),
+            transfer::features::EXTRACTION_BATCH
+        ),
+        record.images as f64 / record.seconds,
+    )];
+    if architecture == Architecture::Vgg16 && args.epochs > 0 {
+        let vectors = args.images;
+        let mut rng_values = Vec::with_capacity(vectors * 512);
+        for i in 0..vectors * 512 {
+            rng_values.push(((i * 2_654_435_761) % 1000) as f32 / 1000.0);
+        }
+        let features = Prepared {
+            pixels: rng_values,
+            labels: (0..vectors).map(|i| (i % 10) as u8).collect(),
+        };
+        let mut head = DenseHead::new(&device, HeadConfig::walkthrough_vgg16(512), 0);
+        let config = TrainConfig {
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            ..TrainConfig::default()
+        };
+        eprintln!(
+            "timing {} head epoch(s) on {vectors} feature vectors",
+            args.epochs
+        );
+        let history = training::fit(&mut head, &features, None, &config, &mut training::Silent)?;
+        for r in &history.epochs {
+            rows.push((
+                "fashion-mnist (dfdx, CPU)".into(),
+                format!(
+                    "VGG-16 head epoch {}, {vectors} vectors, batch {}",
+                    r.epoch, args.batch_size
+                ),
+                r.seconds,
+            ));
+        }
+    }
+    if let Some(python) = &args.keras {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/keras_transfer_bench.py");
+        eprintln!("timing Keras: {} {}", python.display(), script.display());
+        let output = std::process::Command::new(python)
+            .arg(&script)
+            .args(["--backbone", architecture.name()])
+            .args(["--images", &n.to_string()])
+            .args(["--head-vectors", &args.images.to_string()])
+            .args(["--head-epochs", &args.epochs.to_string()])
+            .output()
+            .with_context(|| format!("running {}", python.display()))?;
+        if !output.status.success() {
+            bail!(
+                "the Keras benchmark failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            match parts[..] {
+                ["extract_images_per_second", rate] => rows.push((
+                    "Keras / TensorFlow".into(),
+                    format!("{} extraction, {n} images, batch 64", architecture.name()),
+                    rate.parse()?,
+                )),
+                ["head_epoch_seconds", epoch, seconds] => rows.push((
+                    "Keras / TensorFlow".into(),
+                    format!(
+                        "VGG-16 head epoch {epoch}, {} vectors, batch 32",
+                        args.images
+                    ),
+                    seconds.parse()?,
+                )),
+                _ => {}
+            }
+        }
+    }
+    println!("{:<28} {:<52} {:>12}", "system", "measurement", "value");
+    for (system, what, value) in &rows {
+        let unit = if what.contains("extraction") {
+            "images/s"
+        } else {
+            "s"
+        };
+        println!("{system:<28} {what:<52} {value:>9.1} {unit}");
+    }
     Ok(())
 }

