@@ -102,9 +102,9 @@ backbone_inputs_grid(&data, 16).expect("chart")
 //
 // The walkthrough scaled pixels to 0..1 and did not call Keras' `preprocess_input`, but the ImageNet
 // weights were trained on 0..255 pixels in BGR order minus the ImageNet channel means ("caffe"
-// scaling). We train the walkthrough's head both ways. (In quick mode this uses 1,500 images and 2
-// epochs; the full study uses all 60,000 and 10 epochs, and reuses the results of
-// `fashion-mnist transfer --backbone vgg16` when they exist.)
+// scaling). We train the walkthrough's head both ways. (In quick mode this uses 1,000 training and 500
+// test images and 2 epochs; the full study uses all 60,000 and 10 epochs, and reuses the results of
+// `fashion-mnist report`, which runs the same experiments, when they exist.)
 
 // %%
 let vgg16_caffe = transfer_learning(&data, Architecture::Vgg16, Preprocessing::Caffe, 0).expect("VGG-16, caffe scaling");

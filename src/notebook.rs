@@ -617,52 +617,43 @@ pub fn backbone_inputs_grid(data: &FashionMnist, count: usize) -> Result<Chart, 
     )
 }
 
-/// Runs (or, in the full study, reloads from `runs/transfer-<backbone>/`) transfer learning
+/// Runs (or, in the full study, reloads from `runs/report/<backbone>/`) transfer learning
 /// with `architecture`: the walkthrough's head on frozen features, then `fine_tune_epochs`
 /// epochs of block-5 fine-tuning (VGG-16 only; 0 for none). With no ImageNet weights (ResNet-50
 /// on these machines) the backbone is randomly initialized and every label says so. Quick mode:
-/// 1,500 training images, 2 epochs, results in a temporary folder.
+/// 1,000 training and 500 test images, 2 epochs, results in a temporary folder.
 pub fn transfer_learning(
     data: &FashionMnist,
     architecture: Architecture,
     preprocessing: Preprocessing,
     fine_tune_epochs: usize,
 ) -> Result<TransferOutcome, TrainError> {
-    use crate::transfer::{self, weights, FineTuneConfig, LoadedBackbone, WeightsInfo};
+    use crate::transfer::{self, FineTuneConfig};
     let quick = quick_mode();
-    let (backbone, info) = match imagenet_weights(architecture)? {
-        Some(path) => (
-            weights::load_backbone(&path)?,
-            WeightsInfo::from_file(&path)?,
-        ),
-        None => {
-            println!(
-                "NO {} IMAGENET WEIGHTS on this machine: using a RANDOMLY INITIALIZED backbone. \
-                 This is NOT transfer learning.",
-                architecture.name()
-            );
-            let model = crate::models::ResNet50::new(&Cpu::default(), Default::default(), 42);
-            (
-                LoadedBackbone::Resnet50(Box::new(model)),
-                WeightsInfo::random(42),
-            )
-        }
-    };
+    let (backbone, info) =
+        crate::study::backbone_for_study(architecture, &weights_dir(), "python3", 42)?;
+    if !info.imagenet {
+        println!(
+            "NO {} IMAGENET WEIGHTS on this machine: using a RANDOMLY INITIALIZED backbone. \
+             This is NOT transfer learning.",
+            architecture.name()
+        );
+    }
     let mut config = transfer::TransferConfig::walkthrough(architecture, preprocessing);
     if quick {
-        config.limit = Some(1500);
+        config.limit = Some(1000);
         config.head.epochs = 2;
     }
+    let test = match (&data.test, quick) {
+        (Some(test), true) => Some(test.head(500)),
+        (test, _) => test.clone(),
+    };
     config.fine_tune = (fine_tune_epochs > 0).then_some(FineTuneConfig {
         epochs: if quick { 1 } else { fine_tune_epochs },
         ..FineTuneConfig::default()
     });
-    let run_dir = format!(
-        "transfer-{}{}",
-        architecture.name(),
-        if fine_tune_epochs > 0 { "-ft" } else { "" }
-    );
-    let out_dir = results_file(&run_dir, "");
+    // The full study's folder (`fashion-mnist report` fills the same one).
+    let out_dir = results_file("report", architecture.name());
     let cache = if quick {
         out_dir.join("features")
     } else {
@@ -671,7 +662,7 @@ pub fn transfer_learning(
     transfer::run_or_reuse(
         &out_dir,
         &data.train,
-        data.test.as_ref(),
+        test.as_ref(),
         &backbone,
         &info,
         &config,
@@ -725,4 +716,71 @@ pub fn walkthrough_comparison(rows: &[(&str, f64, f64, &TransferOutcome)]) -> Ta
         ]);
     }
     table
+}
+
+// ---------------------------------------------------------------------------------------------
+// The comparison (notebook 06)
+
+pub use crate::study::{comparison_chart, comparison_table, stages_table, StudyResults};
+
+/// The results of the whole study: `$FASHION_MNIST_STUDY` (a `results.json`) when set, else
+/// `runs/report/results.json` from `fashion-mnist report`. In quick mode without either, runs
+/// the quick study here (a few minutes).
+pub fn study_results() -> Result<StudyResults, TrainError> {
+    let path = match std::env::var_os("FASHION_MNIST_STUDY") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new("..")
+            .join("runs")
+            .join("report")
+            .join("results.json"),
+    };
+    if path.is_file() {
+        println!("results of `fashion-mnist report`: {}", path.display());
+        return crate::study::load_results(&path);
+    }
+    if !quick_mode() {
+        return Err(TrainError::Config {
+            name: "study".into(),
+            message: format!(
+                "{} not found: run `cargo run --release -- report` in the project folder first (about an hour on 2 cores), or use quick mode",
+                path.display()
+            ),
+        });
+    }
+    let out = results_file("report-quick", "");
+    let data = load_data()?;
+    let paths = crate::study::StudyPaths {
+        weights_dir: weights_dir(),
+        feature_cache: out.join("features"),
+        out,
+        python: "python3".into(),
+    };
+    crate::study::run_study(
+        &data,
+        &crate::study::StudyPreset::quick(),
+        &paths,
+        &mut EpochLines,
+    )
+}
+
+/// Validation accuracy per epoch of LeNet-5 and of every transfer head, one line each.
+pub fn study_curves(results: &StudyResults) -> Result<Chart, PlotError> {
+    let mut runs: Vec<(String, &History)> =
+        vec![("LeNet-5".into(), &results.lenet5.results.history)];
+    for o in results
+        .vgg16
+        .results
+        .iter()
+        .chain(&results.resnet50.results)
+    {
+        let stage = o.final_stage();
+        let name = if o.fine_tune.is_some() {
+            format!("{} + fine-tuned", o.label)
+        } else {
+            o.label.clone()
+        };
+        runs.push((name, &stage.history));
+    }
+    let named: Vec<(&str, &History)> = runs.iter().map(|(n, h)| (n.as_str(), *h)).collect();
+    compare_runs_chart(&named)
 }

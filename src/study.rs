@@ -74,11 +74,11 @@ impl StudyPreset {
         }
     }
 
-    /// A few minutes on a laptop CPU: small subsets, few epochs. Not for conclusions.
+    /// A minute or two on a laptop CPU: small subsets, few epochs. Not for conclusions.
     pub fn quick() -> Self {
         StudyPreset {
             name: "quick".into(),
-            train_limit: Some(3000),
+            train_limit: Some(2000),
             seed: 42,
             lenet5_max_epochs: 3,
             tuning_trials: 3,
@@ -87,8 +87,8 @@ impl StudyPreset {
             cv_epochs: 2,
             transfer_head_epochs: 2,
             fine_tune_epochs: 1,
-            transfer_limit: Some(1500),
-            test_limit: Some(1000),
+            transfer_limit: Some(1000),
+            test_limit: Some(500),
         }
     }
 }
@@ -935,7 +935,28 @@ pub fn render_html(
     chart(&mut html, crate::notebook::transfer_curves(&refs)?);
 
     html.push_str("<h2>Stages</h2>");
-    let mut stages = Table::new(&[
+    html.push_str(&stages_table(results).to_html());
+    html.push_str("<p class=\"note\">Machine-readable results: results.json and each stage's stage.json in this directory.</p></body></html>");
+    Ok(html)
+}
+
+impl<T> StageRecord<T> {
+    /// stage, device, version, seed, start, wall time.
+    fn summary_row(&self) -> Vec<String> {
+        vec![
+            self.stage.clone(),
+            self.device.clone(),
+            self.version.clone(),
+            self.seed.to_string(),
+            self.started_unix.to_string(),
+            minutes(self.wall_seconds),
+        ]
+    }
+}
+
+/// When, where and how long each stage ran.
+pub fn stages_table(results: &StudyResults) -> Table {
+    let mut table = Table::new(&[
         "stage",
         "device",
         "version",
@@ -943,36 +964,11 @@ pub fn render_html(
         "started (unix)",
         "wall time",
     ]);
-    let rows: [(&str, &str, &str, u64, u64, f64); 6] = [
-        stage_row(&results.data),
-        stage_row(&results.lenet5),
-        stage_row(&results.tuning),
-        stage_row(&results.cross_validation),
-        stage_row(&results.vgg16),
-        stage_row(&results.resnet50),
-    ];
-    for (name, device, version, seed, started, wall) in rows {
-        stages.push(vec![
-            name.into(),
-            device.into(),
-            version.into(),
-            seed.to_string(),
-            started.to_string(),
-            minutes(wall),
-        ]);
-    }
-    html.push_str(&stages.to_html());
-    html.push_str("<p class=\"note\">Machine-readable results: results.json and each stage's stage.json in this directory.</p></body></html>");
-    Ok(html)
-}
-
-fn stage_row<T>(r: &StageRecord<T>) -> (&str, &str, &str, u64, u64, f64) {
-    (
-        &r.stage,
-        &r.device,
-        &r.version,
-        r.seed,
-        r.started_unix,
-        r.wall_seconds,
-    )
+    table.push(results.data.summary_row());
+    table.push(results.lenet5.summary_row());
+    table.push(results.tuning.summary_row());
+    table.push(results.cross_validation.summary_row());
+    table.push(results.vgg16.summary_row());
+    table.push(results.resnet50.summary_row());
+    table
 }

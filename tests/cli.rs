@@ -214,3 +214,80 @@ fn resnet50_without_imagenet_weights_refuses_and_random_init_is_labelled() {
         String::from_utf8_lossy(&output.stderr).contains("no package registry carries ResNet-50")
     );
 }
+
+#[test]
+fn report_runs_the_whole_study_and_reuses_finished_stages() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/weights");
+    let features = dir.path().join("features");
+    let args = [
+        "report",
+        "--quick",
+        "--data",
+        s.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--weights-dir",
+        weights.to_str().unwrap(),
+        "--cache",
+        features.to_str().unwrap(),
+    ];
+    let first = run(&args);
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{err}");
+    let table = String::from_utf8_lossy(&first.stdout);
+    for expected in [
+        "LeNet-5 (from scratch)",
+        "0.8947",
+        "VGG-16 (ImageNet, frozen), caffe input",
+        "VGG-16 (ImageNet, frozen), unit input",
+        "block 5 fine-tuned",
+        "ResNet-50 (RANDOM init, frozen: not transfer learning)",
+        "0.7875",
+    ] {
+        assert!(table.contains(expected), "{expected} missing from\n{table}");
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.matches("<svg").count() >= 9,
+        "charts missing from the report"
+    );
+    assert!(html.contains("NOT transfer learning"));
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["preset"]["name"], "quick");
+    assert_eq!(
+        results["lenet5"]["device"],
+        format!("cpu ({} threads)", num_threads())
+    );
+    for stage in [
+        "data",
+        "lenet5",
+        "tuning",
+        "cross_validation",
+        "vgg16",
+        "resnet50",
+    ] {
+        assert!(out.join(stage).join("stage.json").is_file(), "{stage}");
+    }
+
+    // A second run reuses every stage.
+    let second = run(&args);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{err}");
+    assert_eq!(err.matches("reusing earlier results").count(), 6, "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&second.stdout).lines().next(),
+        table.lines().next()
+    );
+
+    let cuda = run(&["report", "--device", "cuda", "--data", s.to_str().unwrap()]);
+    assert!(!cuda.status.success());
+    assert!(String::from_utf8_lossy(&cuda.stderr).contains("no CUDA support"));
+}
+
+fn num_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
