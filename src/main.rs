@@ -1119,10 +1119,29 @@ fn run_weights(args: WeightsArgs) -> Result<()> {
     Ok(())
 }
 
-/// Progress of a transfer run on stderr: a bar for extraction, the training bar per epoch.
+/// Progress of a transfer run or the whole study on stderr: a bar for extraction, the training
+/// bar per epoch, and (study) a line per stage with an ETA.
 struct TransferProgress {
     training: ProgressObserver,
     extraction: Option<ProgressBar>,
+    started: Instant,
+    /// Scales the study's expected minutes per stage to the preset.
+    eta_scale: f64,
+}
+
+impl TransferProgress {
+    fn new(eta_scale: f64) -> Self {
+        TransferProgress {
+            training: ProgressObserver {
+                bar: None,
+                epoch: 0,
+                epochs: 0,
+            },
+            extraction: None,
+            started: Instant::now(),
+            eta_scale,
+        }
+    }
 }
 
 impl TrainObserver for TransferProgress {
@@ -1282,14 +1301,7 @@ fn run_transfer(args: TransferArgs) -> Result<()> {
             }),
             ..TransferConfig::walkthrough(architecture, preprocessing)
         };
-        let mut observer = TransferProgress {
-            training: ProgressObserver {
-                bar: None,
-                epoch: 0,
-                epochs: 0,
-            },
-            extraction: None,
-        };
+        let mut observer = TransferProgress::new(1.0);
         let outcome = transfer::run_or_reuse(
             &out,
             &loaded.train,
@@ -1458,42 +1470,10 @@ fn run_transfer_bench(
     Ok(())
 }
 
-/// Stage lines with an ETA on stderr, plus the transfer/training progress inside each stage.
-struct StudyProgress {
-    inner: TransferProgress,
-    started: Instant,
-    /// Expected minutes per stage, scaled to the preset.
-    scale: f64,
-}
-
-impl TrainObserver for StudyProgress {
-    fn on_epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
-        self.inner.on_epoch_start(epoch, epochs, steps)
-    }
-    fn on_batch(&mut self, step: usize, loss: f64, accuracy: f64) {
-        self.inner.on_batch(step, loss, accuracy)
-    }
-    fn on_epoch_end(&mut self, record: &EpochRecord) {
-        self.inner.on_epoch_end(record)
-    }
-    fn on_early_stop(&mut self, best_epoch: usize, restored: bool) {
-        self.inner.on_early_stop(best_epoch, restored)
-    }
-}
-
-impl fashion_mnist::transfer::TransferObserver for StudyProgress {
-    fn on_stage(&mut self, message: &str) {
-        self.inner.on_stage(message)
-    }
-    fn on_extraction(&mut self, done: usize, total: usize) {
-        self.inner.on_extraction(done, total)
-    }
-}
-
-impl fashion_mnist::study::StudyObserver for StudyProgress {
+impl fashion_mnist::study::StudyObserver for TransferProgress {
     fn on_stage_start(&mut self, index: usize, count: usize, name: &str, reused: bool) {
         use fashion_mnist::study::STAGES;
-        let remaining: f64 = STAGES[index - 1..].iter().map(|s| s.1).sum::<f64>() * self.scale;
+        let remaining: f64 = STAGES[index - 1..].iter().map(|s| s.1).sum::<f64>() * self.eta_scale;
         let eta = if reused {
             String::from("reusing earlier results")
         } else {
@@ -1539,18 +1519,7 @@ fn run_report(args: ReportArgs) -> Result<()> {
         feature_cache: args.cache.clone(),
         python: args.python.clone(),
     };
-    let mut observer = StudyProgress {
-        inner: TransferProgress {
-            training: ProgressObserver {
-                bar: None,
-                epoch: 0,
-                epochs: 0,
-            },
-            extraction: None,
-        },
-        started: Instant::now(),
-        scale: if args.quick { 0.05 } else { 1.0 },
-    };
+    let mut observer = TransferProgress::new(if args.quick { 0.05 } else { 1.0 });
     let results = study::run_study(&loaded, &preset, &paths, &mut observer)?;
     let html = study::render_html(&results, Some(&loaded))
         .map_err(|e| anyhow::anyhow!("drawing the report's charts: {e}"))?;
