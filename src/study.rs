@@ -344,6 +344,7 @@ fn tuning_stage(
     data: &FashionMnist,
     preset: &StudyPreset,
     out: &Path,
+    observer: &mut dyn StudyObserver,
 ) -> Result<TuningSummary, TrainError> {
     let (train, validation) =
         split_scaled(&data.train, preset.train_limit, 0.2, preset.seed, false);
@@ -354,6 +355,7 @@ fn tuning_stage(
         seed: preset.seed,
         early_stopping: None,
     };
+    let observer = std::sync::Mutex::new(observer);
     let options = SearchOptions {
         objective: Objective::MaxValAccuracy,
         executions_per_trial: 1,
@@ -367,7 +369,8 @@ fn tuning_stage(
         &runner,
         &options,
         Some(&out.join("tuning").join("random.jsonl")),
-        &|r| eprintln!("{r}"),
+        // Trials finish on several threads; their lines go through the observer one at a time.
+        &|r| lock(&observer).on_stage(&r.to_string()),
     )?;
     let best = results.best().ok_or_else(|| TrainError::Config {
         name: "tuning".into(),
@@ -394,7 +397,9 @@ fn cv_stage(
     preset: &StudyPreset,
     tuned: &TuningSummary,
     out: &Path,
+    observer: &mut dyn StudyObserver,
 ) -> Result<CvSummary, TrainError> {
+    let observer = std::sync::Mutex::new(observer);
     let train = match preset.train_limit {
         Some(n) => Prepared::from_dataset(&data.train.head(n)),
         None => Prepared::from_dataset(&data.train),
@@ -406,10 +411,10 @@ fn cv_stage(
         Some(&out.join("cross_validation").join("folds.jsonl")),
         false,
         &|f| {
-            eprintln!(
+            lock(&observer).on_stage(&format!(
                 "fold {}: val_accuracy {:.4}, val_loss {:.4} ({:.0} s)",
                 f.fold, f.val_accuracy, f.val_loss, f.seconds
-            )
+            ))
         },
     )?;
     let (accuracy_mean, accuracy_std) = results.accuracy_mean_std();
@@ -421,6 +426,15 @@ fn cv_stage(
         loss_mean,
         loss_std,
     })
+}
+
+/// The observer behind a mutex (a panic elsewhere does not silence progress lines).
+fn lock<'a, 'b>(
+    observer: &'a std::sync::Mutex<&'b mut dyn StudyObserver>,
+) -> std::sync::MutexGuard<'a, &'b mut dyn StudyObserver> {
+    observer
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn cv_config(preset: &StudyPreset, tuned: &TuningSummary) -> CvConfig {
@@ -535,8 +549,8 @@ pub fn run_study(
         "space": "walkthrough", "trials": preset.tuning_trials, "epochs": preset.tuning_epochs,
         "train_limit": preset.train_limit,
     });
-    let tuning = stage(out, (3, "tuning"), tuning_config, seed, observer, |_| {
-        tuning_stage(data, preset, out)
+    let tuning = stage(out, (3, "tuning"), tuning_config, seed, observer, |o| {
+        tuning_stage(data, preset, out, o)
     })?;
 
     let cv_settings = serde_json::json!({
@@ -548,7 +562,7 @@ pub fn run_study(
         cv_settings,
         seed,
         observer,
-        |_| cv_stage(data, preset, &tuning.results, out),
+        |o| cv_stage(data, preset, &tuning.results, out, o),
     )?;
 
     let test = test_set(data, preset);
