@@ -159,7 +159,15 @@ pub fn load_into<M: Parameters>(model: &mut M, path: &Path) -> Result<(), TrainE
 /// The architecture and settings stored in a checkpoint's metadata.
 pub fn read_metadata(path: &Path) -> Result<(String, serde_json::Value), TrainError> {
     let bytes = std::fs::read(path).map_err(|e| checkpoint_error(path, e.to_string()))?;
-    let (_, metadata) = read_header(path, &bytes)?;
+    metadata_in(path, &bytes)
+}
+
+/// [`read_metadata`] of a checkpoint already read into memory (`path` names it in errors).
+pub(crate) fn metadata_in(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(String, serde_json::Value), TrainError> {
+    let (_, metadata) = read_header(path, bytes)?;
     let fields = metadata.metadata().clone().unwrap_or_default();
     if fields.get("format").map(String::as_str) != Some(CHECKPOINT_FORMAT) {
         return Err(checkpoint_error(

@@ -37,9 +37,13 @@ pub struct WeightsInfo {
 impl WeightsInfo {
     /// Weights read from one of our weights files, with the provenance recorded in it.
     pub fn from_file(path: &Path) -> Result<Self, TrainError> {
-        let (origin, imagenet) = weights::weights_provenance(path)?;
+        let bytes = std::fs::read(path).map_err(|e| TrainError::Weights {
+            source_name: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let (origin, imagenet) = weights::weights_provenance(path, &bytes)?;
         Ok(WeightsInfo {
-            id: weights::file_sha256(path)?,
+            id: weights::sha256_hex(&bytes),
             origin,
             imagenet,
         })

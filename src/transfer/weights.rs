@@ -484,35 +484,44 @@ pub fn read_backbone(
     path: &Path,
     architecture: Architecture,
 ) -> Result<(LoadedBackbone, ImportReport), TrainError> {
-    let source = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| weights_error(&source, e.to_string()))?;
-    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors")
-        || SafeTensors::deserialize(&bytes).is_ok();
-    let (map, convention) = if is_safetensors {
-        let ours = checkpoint::read_metadata(path).is_ok();
-        let map = read_safetensors(&source, &bytes)?;
-        let convention = safetensors_convention(&map, ours);
-        (map, convention)
-    } else {
-        (read_onnx(&source, &bytes)?, Convention::Onnx)
-    };
-    backbone_from_tensors(&source, architecture, convention, map, path)
+    let bytes = std::fs::read(path).map_err(|e| weights_error(path.display(), e.to_string()))?;
+    backbone_from_bytes(path, &bytes, architecture)
 }
 
+/// [`read_backbone`] of a file already read into memory.
+fn backbone_from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    architecture: Architecture,
+) -> Result<(LoadedBackbone, ImportReport), TrainError> {
+    let source = path.display().to_string();
+    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors")
+        || SafeTensors::deserialize(bytes).is_ok();
+    let (map, convention, our_config) = if is_safetensors {
+        let our_config = checkpoint::metadata_in(path, bytes).ok().map(|(_, c)| c);
+        let map = read_safetensors(&source, bytes)?;
+        let convention = safetensors_convention(&map, our_config.is_some());
+        (map, convention, our_config)
+    } else {
+        (read_onnx(&source, bytes)?, Convention::Onnx, None)
+    };
+    backbone_from_tensors(&source, architecture, convention, map, our_config)
+}
+
+/// `our_config`: the settings stored in our own weights files (ResNet-50's variant).
 fn backbone_from_tensors(
     source: &str,
     architecture: Architecture,
     convention: Convention,
     map: TensorMap,
-    path: &Path,
+    our_config: Option<serde_json::Value>,
 ) -> Result<(LoadedBackbone, ImportReport), TrainError> {
     let device = Cpu::default();
     let torch = convention == Convention::Torch;
     let mut backbone = match architecture {
         Architecture::Vgg16 => LoadedBackbone::Vgg16(Vgg16::new(&device, 0)),
         Architecture::Resnet50 => {
-            let config = if convention == Convention::Ours {
-                let (_, config) = checkpoint::read_metadata(path)?;
+            let config = if let Some(config) = our_config {
                 serde_json::from_value(config)
                     .map_err(|e| weights_error(source, format!("bad resnet50 config: {e}")))?
             } else if torch {
@@ -579,10 +588,9 @@ pub fn save_backbone(
     }
 }
 
-/// (origin, imagenet) recorded in one of our weights files.
-pub fn weights_provenance(path: &Path) -> Result<(String, bool), TrainError> {
-    let bytes = std::fs::read(path).map_err(|e| weights_error(path.display(), e.to_string()))?;
-    let (_, metadata) = SafeTensors::read_metadata(&bytes)
+/// (origin, imagenet) recorded in one of our weights files, read into `bytes`.
+pub fn weights_provenance(path: &Path, bytes: &[u8]) -> Result<(String, bool), TrainError> {
+    let (_, metadata) = SafeTensors::read_metadata(bytes)
         .map_err(|e| weights_error(path.display(), format!("not a safetensors file: {e:?}")))?;
     let fields = metadata.metadata().clone().unwrap_or_default();
     let origin = fields
@@ -597,11 +605,12 @@ pub fn weights_provenance(path: &Path) -> Result<(String, bool), TrainError> {
 
 /// Loads one of our own weights files (written by [`save_backbone`]).
 pub fn load_backbone(path: &Path) -> Result<LoadedBackbone, TrainError> {
-    let (architecture, _) = checkpoint::read_metadata(path)?;
+    let bytes = std::fs::read(path).map_err(|e| weights_error(path.display(), e.to_string()))?;
+    let (architecture, _) = checkpoint::metadata_in(path, &bytes)?;
     let architecture: Architecture = architecture
         .parse()
         .map_err(|e: String| weights_error(path.display(), e))?;
-    Ok(read_backbone(path, architecture)?.0)
+    Ok(backbone_from_bytes(path, &bytes, architecture)?.0)
 }
 
 /// Imports a user's weights file and saves it as our own file at `dest`; `imagenet` records
@@ -639,7 +648,7 @@ pub fn imagenet_path(dir: &Path, architecture: Architecture) -> PathBuf {
     dir.join(format!("{}_imagenet.safetensors", architecture.name()))
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
@@ -691,13 +700,8 @@ pub fn fetch_vgg16(dir: &Path, python: &str) -> Result<PathBuf, TrainError> {
     let source = format!("{VGG16_WHEEL_FILE}:{VGG16_ONNX_ENTRY}");
     check_sha256(&source, &onnx, VGG16_ONNX_SHA256)?;
     let map = read_onnx(&source, &onnx)?;
-    let (backbone, _) = backbone_from_tensors(
-        &source,
-        Architecture::Vgg16,
-        Convention::Onnx,
-        map,
-        &wheel_path,
-    )?;
+    let (backbone, _) =
+        backbone_from_tensors(&source, Architecture::Vgg16, Convention::Onnx, map, None)?;
     let origin = format!(
         "ImageNet, from PyPI {VGG16_WHEEL} ({VGG16_ONNX_ENTRY}, sha256 {VGG16_ONNX_SHA256})"
     );
