@@ -788,12 +788,7 @@ fn run_tune(args: TuneArgs) -> Result<()> {
     };
     let started = Instant::now();
     let space = SearchSpace::named_or_file(&args.space)?;
-    if !(0.0..1.0).contains(&args.validation_split) || args.validation_split == 0.0 {
-        bail!(
-            "--validation-split must be in (0, 1), got {}",
-            args.validation_split
-        );
-    }
+    check_validation_split(args.validation_split)?;
     let loaded = args.source.load()?;
     let (train, validation) = prepare::split_scaled(
         &loaded.train,
@@ -1062,6 +1057,14 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Tuning and transfer need a validation split: a fraction strictly between 0 and 1.
+fn check_validation_split(value: f64) -> Result<()> {
+    if !(0.0..1.0).contains(&value) || value == 0.0 {
+        bail!("--validation-split must be in (0, 1), got {value}");
+    }
+    Ok(())
+}
+
 fn parse_architecture(name: &str) -> Result<fashion_mnist::transfer::Architecture> {
     name.parse().map_err(|e: String| anyhow::anyhow!("{e}"))
 }
@@ -1189,12 +1192,7 @@ fn run_transfer(args: TransferArgs) -> Result<()> {
     };
     let started = Instant::now();
     let architecture = parse_architecture(&args.backbone)?;
-    if !(0.0..1.0).contains(&args.validation_split) || args.validation_split == 0.0 {
-        bail!(
-            "--validation-split must be in (0, 1), got {}",
-            args.validation_split
-        );
-    }
+    check_validation_split(args.validation_split)?;
     if args.fine_tune_epochs > 0 && architecture != Architecture::Vgg16 {
         bail!("--fine-tune-epochs: fine-tuning is implemented for VGG-16 (block 5)");
     }
