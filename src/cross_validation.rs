@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use dfdx::prelude::Cpu;
+use crate::ops::ModelDevice;
 
 use crate::data::prepare::{kfold_indices, Prepared};
 use crate::error::{DataError, TrainError};
@@ -153,7 +153,8 @@ impl CvResults {
 
 /// K-fold cross-validation of (modified) LeNet-5 on `data`. With `results_file`, folds found
 /// there are reused and new ones appended. `verbose` prints a line per epoch.
-pub fn cross_validate(
+pub fn cross_validate<D: ModelDevice>(
+    device: &D,
     data: &Prepared,
     config: &CvConfig,
     results_file: Option<&Path>,
@@ -196,7 +197,7 @@ pub fn cross_validate(
         let started = Instant::now();
         let train = data.subset(&split.train);
         let validation = data.subset(&split.validation);
-        let mut model = LeNet5::new(&Cpu::default(), config.model, config.seed + fold as u64);
+        let mut model = LeNet5::new(device, config.model, config.seed + fold as u64);
         let mut lines = EpochLines;
         let observer: &mut dyn TrainObserver = if verbose { &mut lines } else { &mut Silent };
         if verbose {

@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dfdx::prelude::Cpu;
+use fashion_mnist::ops::{DeviceChoice, ModelDevice};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use fashion_mnist::data::prepare::{self, Prepared};
@@ -27,6 +28,10 @@ struct Cli {
     /// Worker threads (default: all cores)
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Where models train and features are computed: cpu, or cuda (an NVIDIA GPU; needs a build
+    /// with `--features cuda`, see scripts/build-cuda.sh)
+    #[arg(long, global = true, value_enum, default_value = "cpu")]
+    device: DeviceArg,
     #[command(subcommand)]
     command: Command,
 }
@@ -87,6 +92,15 @@ enum DeviceArg {
     Cuda,
 }
 
+impl From<DeviceArg> for DeviceChoice {
+    fn from(arg: DeviceArg) -> Self {
+        match arg {
+            DeviceArg::Cpu => DeviceChoice::Cpu,
+            DeviceArg::Cuda => DeviceChoice::Cuda,
+        }
+    }
+}
+
 #[derive(Args)]
 struct ReportArgs {
     #[command(flatten)]
@@ -94,8 +108,6 @@ struct ReportArgs {
     /// Small subsets and few epochs: minutes on a CPU, for trying the pipeline
     #[arg(long)]
     quick: bool,
-    #[arg(long, value_enum, default_value = "cpu")]
-    device: DeviceArg,
     /// Run directory: report.html, results.json, one folder per stage (default: runs/report, or runs/report-quick)
     #[arg(long)]
     out: Option<PathBuf>,
@@ -425,6 +437,10 @@ struct BenchArgs {
     /// Python with TensorFlow: also time the walkthrough's Keras code on the same machine
     #[arg(long, value_name = "PYTHON")]
     keras: Option<PathBuf>,
+    /// Python with PyTorch: also time the same LeNet-5 in PyTorch eager mode on the same device
+    /// (scripts/torch_lenet5_bench.py)
+    #[arg(long, value_name = "PYTHON")]
+    torch: Option<PathBuf>,
     /// Time transfer learning instead: frozen-backbone feature extraction and (VGG-16) head
     /// epochs on cached features
     #[arg(long, value_name = "vgg16|resnet50")]
@@ -442,19 +458,23 @@ fn main() {
             .build_global()
             .expect("thread pool is configured once");
     }
-    let result = match cli.command {
-        Command::Data(args) => run_data(args),
-        Command::Eda(args) => run_eda(args),
-        Command::Train(args) => run_train(args),
-        Command::Evaluate(args) => run_evaluate(args),
-        Command::Predict(args) => run_predict(args),
-        Command::Tune(args) => run_tune(args),
-        Command::Cv(args) => run_cv(args),
-        Command::Bench(args) => run_bench(args),
-        Command::Weights(args) => run_weights(args),
-        Command::Transfer(args) => run_transfer(args),
-        Command::Report(args) => run_report(args),
-    };
+    let device = DeviceChoice::from(cli.device);
+    let result = device
+        .check()
+        .map_err(|e| anyhow::anyhow!("--device {device}: {e}"))
+        .and_then(|()| match cli.command {
+            Command::Data(args) => run_data(args),
+            Command::Eda(args) => run_eda(args),
+            Command::Train(args) => run_train(args, device),
+            Command::Evaluate(args) => run_evaluate(args, device),
+            Command::Predict(args) => run_predict(args),
+            Command::Tune(args) => run_tune(args, device),
+            Command::Cv(args) => run_cv(args, device),
+            Command::Bench(args) => run_bench(args, device),
+            Command::Weights(args) => run_weights(args),
+            Command::Transfer(args) => run_transfer(args, device),
+            Command::Report(args) => run_report(args, device),
+        });
     if let Err(error) = result {
         eprintln!("error: {error:#}");
         std::process::exit(1);
@@ -600,7 +620,7 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-fn run_train(args: TrainArgs) -> Result<()> {
+fn run_train(args: TrainArgs, device: DeviceChoice) -> Result<()> {
     let started = Instant::now();
     let config = LeNet5Config {
         dense1_units: match args.model {
@@ -638,8 +658,8 @@ fn run_train(args: TrainArgs) -> Result<()> {
         loaded.located.origin
     );
 
-    let device = Cpu::default();
-    let mut model = LeNet5::new(&device, config, args.seed);
+    let cpu = Cpu::default();
+    let mut model = LeNet5::new(&cpu, config, args.seed);
     println!("{}", model.summary());
     let train_config = TrainConfig {
         epochs: args.epochs,
@@ -668,6 +688,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
             "data": loaded.located,
             "verification": loaded.verification,
             "threads": rayon::current_num_threads(),
+            "device": device,
             "version": env!("CARGO_PKG_VERSION"),
         }),
     )?;
@@ -676,13 +697,19 @@ fn run_train(args: TrainArgs) -> Result<()> {
         epoch: 0,
         epochs: 0,
     };
-    let history = training::fit(
-        &mut model,
-        &train,
-        validation.as_ref(),
-        &train_config,
-        &mut observer,
-    )?;
+    // Trains on the device; the weights come back to the CPU for saving and evaluation.
+    let history = fashion_mnist::on_device!(device, d => {
+        let mut on_device = model.to_device(d);
+        let history = training::fit(
+            &mut on_device,
+            &train,
+            validation.as_ref(),
+            &train_config,
+            &mut observer,
+        )?;
+        model = on_device.to_device(&cpu);
+        history
+    })?;
     history.save(&args.out)?;
     fashion_mnist::plots::training_curves(&history, "LeNet-5")
         .and_then(|chart| chart.save(&args.out.join("curves.svg")))
@@ -730,8 +757,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_evaluate(args: EvaluateArgs) -> Result<()> {
-    let model = checkpoint::load_lenet5(&Cpu::default(), &args.checkpoint)?;
+fn run_evaluate(args: EvaluateArgs, device: DeviceChoice) -> Result<()> {
     let loaded = args.source.load()?;
     let Some(test) = &loaded.test else {
         bail!(
@@ -741,7 +767,10 @@ fn run_evaluate(args: EvaluateArgs) -> Result<()> {
         );
     };
     let test = Prepared::from_dataset(test);
-    let evaluation = training::evaluate(&model, &test, 1000)?;
+    let evaluation = fashion_mnist::on_device!(device, d => {
+        let model = checkpoint::load_lenet5(d, &args.checkpoint)?;
+        training::evaluate(&model, &test, 1000)?
+    })?;
     let confusion = evaluation.confusion_matrix(&test.labels);
     println!(
         "test accuracy {:.4}, loss {:.4} ({} images)\n",
@@ -782,7 +811,7 @@ fn save_chart(
         .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
 }
 
-fn run_tune(args: TuneArgs) -> Result<()> {
+fn run_tune(args: TuneArgs, device: DeviceChoice) -> Result<()> {
     use fashion_mnist::tuning::{
         self, LeNet5Trials, Objective, SearchOptions, SearchSpace, TrialRecord,
     };
@@ -803,6 +832,12 @@ fn run_tune(args: TuneArgs) -> Result<()> {
         batch_size: args.batch_size,
         seed: args.seed,
         early_stopping: args.early_stopping.map(EarlyStopping::new),
+        device,
+    };
+    let parallel = match device {
+        DeviceChoice::Cpu => args.parallel.unwrap_or_else(rayon::current_num_threads),
+        // A GPU's context belongs to one thread: one trial at a time.
+        DeviceChoice::Cuda => 1,
     };
     let options = SearchOptions {
         objective: match args.objective {
@@ -811,7 +846,7 @@ fn run_tune(args: TuneArgs) -> Result<()> {
         },
         executions_per_trial: args.executions,
         seed: args.seed,
-        parallel_trials: args.parallel.unwrap_or_else(rayon::current_num_threads),
+        parallel_trials: parallel,
     };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -890,7 +925,7 @@ fn run_tune(args: TuneArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_cv(args: CvArgs) -> Result<()> {
+fn run_cv(args: CvArgs, device: DeviceChoice) -> Result<()> {
     use fashion_mnist::cross_validation::{self, CvConfig};
     let started = Instant::now();
     let loaded = args.source.load()?;
@@ -916,10 +951,12 @@ fn run_cv(args: CvArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let results = cross_validation::cross_validate(
+    let folds_file = args.out.join("folds.jsonl");
+    let results = fashion_mnist::on_device!(device, d => cross_validation::cross_validate(
+        d,
         &data,
         &config,
-        Some(&args.out.join("folds.jsonl")),
+        Some(&folds_file),
         false,
         &|f| {
             eprintln!(
@@ -931,7 +968,7 @@ fn run_cv(args: CvArgs) -> Result<()> {
                 f.seconds
             )
         },
-    )?;
+    )?)?;
     println!("{}", results.table());
     let (acc, acc_sd) = results.accuracy_mean_std();
     let (loss, loss_sd) = results.loss_mean_std();
@@ -960,9 +997,9 @@ fn run_cv(args: CvArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_bench(args: BenchArgs) -> Result<()> {
+fn run_bench(args: BenchArgs, device: DeviceChoice) -> Result<()> {
     if let Some(backbone) = &args.backbone {
-        return run_transfer_bench(&args, parse_architecture(backbone)?);
+        return run_transfer_bench(&args, parse_architecture(backbone)?, device);
     }
     let loaded = args.source.load()?;
     if loaded.train.len() < args.images {
@@ -982,70 +1019,69 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         .take(args.images)
         .collect();
     let train = all.subset(&indices);
-    let device = Cpu::default();
-    let mut model = LeNet5::new(&device, LeNet5Config::default(), 42);
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,
         ..TrainConfig::default()
     };
-    eprintln!(
-        "timing {} epoch(s) of {} images, batch {}, {} threads",
-        args.epochs,
-        train.len(),
-        args.batch_size,
-        rayon::current_num_threads()
-    );
-    let history = training::fit(&mut model, &train, None, &config, &mut training::Silent)?;
+    let (history, described) = fashion_mnist::on_device!(device, d => {
+        eprintln!(
+            "timing {} epoch(s) of {} images, batch {}, on {}",
+            args.epochs,
+            train.len(),
+            args.batch_size,
+            d.describe()
+        );
+        let mut model = LeNet5::new(d, LeNet5Config::default(), 42);
+        let history = training::fit(&mut model, &train, None, &config, &mut training::Silent)?;
+        (history, d.describe())
+    })?;
+    let ours = format!("fashion-mnist (dfdx, {described})");
     let mut rows: Vec<(String, usize, f64)> = history
         .epochs
         .iter()
-        .map(|r| ("fashion-mnist (dfdx, CPU)".to_string(), r.epoch, r.seconds))
+        .map(|r| (ours.clone(), r.epoch, r.seconds))
         .collect();
+    let data_dir = loaded
+        .located
+        .train
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     if let Some(python) = &args.keras {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/keras_lenet5_bench.py");
-        let data_dir = loaded
-            .located
-            .train
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        eprintln!("timing Keras: {} {}", python.display(), script.display());
-        let output = std::process::Command::new(python)
-            .arg(&script)
-            .arg("--data")
-            .arg(&data_dir)
-            .args(["--images", &args.images.to_string()])
-            .args(["--batch-size", &args.batch_size.to_string()])
-            .args(["--epochs", &args.epochs.to_string()])
-            .output()
-            .with_context(|| format!("running {}", python.display()))?;
-        if !output.status.success() {
-            bail!(
-                "the Keras benchmark failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        for line in String::from_utf8_lossy(&output.stdout).lines() {
-            if let Some(rest) = line.strip_prefix("epoch_seconds ") {
-                let mut parts = rest.split_whitespace();
-                if let (Some(e), Some(s)) = (parts.next(), parts.next()) {
-                    rows.push((
-                        "Keras / TensorFlow (walkthrough code)".into(),
-                        e.parse()?,
-                        s.parse()?,
-                    ));
-                }
-            }
-        }
+        let label = "Keras / TensorFlow (walkthrough code)";
+        rows.extend(peer_epochs(
+            python,
+            "keras_lenet5_bench.py",
+            label,
+            &data_dir,
+            &args,
+            &[],
+        )?);
+    }
+    if let Some(python) = &args.torch {
+        let torch_device = match device {
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Cuda => "cuda",
+        };
+        let label = format!("PyTorch eager ({torch_device})");
+        let extra = ["--device", torch_device];
+        rows.extend(peer_epochs(
+            python,
+            "torch_lenet5_bench.py",
+            &label,
+            &data_dir,
+            &args,
+            &extra,
+        )?);
     }
     println!(
-        "{:<40} {:>6} {:>8} {:>6} {:>10} {:>10}",
+        "{:<44} {:>6} {:>8} {:>6} {:>10} {:>10}",
         "system", "epoch", "images", "batch", "seconds", "images/s"
     );
     for (system, epoch, seconds) in &rows {
         println!(
-            "{:<40} {:>6} {:>8} {:>6} {:>10.2} {:>10.0}",
+            "{:<44} {:>6} {:>8} {:>6} {:>10.2} {:>10.0}",
             system,
             epoch,
             args.images,
@@ -1055,6 +1091,49 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs `scripts/SCRIPT` with `python` on the same images and settings; collects its
+/// `epoch_seconds EPOCH SECONDS` lines.
+fn peer_epochs(
+    python: &Path,
+    script: &str,
+    label: &str,
+    data_dir: &Path,
+    args: &BenchArgs,
+    extra: &[&str],
+) -> Result<Vec<(String, usize, f64)>> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(script);
+    eprintln!("timing {label}: {} {}", python.display(), script.display());
+    let output = std::process::Command::new(python)
+        .arg(&script)
+        .arg("--data")
+        .arg(data_dir)
+        .args(["--images", &args.images.to_string()])
+        .args(["--batch-size", &args.batch_size.to_string()])
+        .args(["--epochs", &args.epochs.to_string()])
+        .args(extra)
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed:\n{}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let mut rows = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        if let Some(rest) = line.strip_prefix("epoch_seconds ") {
+            let mut parts = rest.split_whitespace();
+            if let (Some(e), Some(s)) = (parts.next(), parts.next()) {
+                rows.push((label.to_string(), e.parse()?, s.parse()?));
+            }
+        }
+    }
+    Ok(rows)
 }
 
 /// Tuning and transfer need a validation split: a fraction strictly between 0 and 1.
@@ -1185,7 +1264,7 @@ impl fashion_mnist::transfer::TransferObserver for TransferProgress {
     }
 }
 
-fn run_transfer(args: TransferArgs) -> Result<()> {
+fn run_transfer(args: TransferArgs, device: DeviceChoice) -> Result<()> {
     use fashion_mnist::transfer::{
         self, weights, Architecture, FineTuneConfig, Preprocessing, TransferConfig,
         TransferOutcome, WeightsInfo,
@@ -1300,16 +1379,17 @@ fn run_transfer(args: TransferArgs) -> Result<()> {
             ..TransferConfig::walkthrough(architecture, preprocessing)
         };
         let mut observer = TransferProgress::new(1.0);
-        let outcome = transfer::run_or_reuse(
-            &out,
-            &loaded.train,
-            loaded.test.as_ref(),
-            &backbone,
-            &weights_info,
-            &config,
-            cache,
-            &mut observer,
-        )?;
+        let outcome = fashion_mnist::on_device!(device, d => {
+            let inputs = transfer::TransferInputs {
+                train_set: &loaded.train,
+                test_set: loaded.test.as_ref(),
+                backbone: &backbone,
+                weights: &weights_info,
+                cache_dir: cache,
+                device: d,
+            };
+            transfer::run_or_reuse(&out, &inputs, &config, &mut observer)?
+        })?;
         let slug = transfer::result_file_name(&config).replace(".json", "");
         save_chart(
             fashion_mnist::plots::training_curves(&outcome.head.history, &outcome.label),
@@ -1345,6 +1425,7 @@ fn run_transfer(args: TransferArgs) -> Result<()> {
 fn run_transfer_bench(
     args: &BenchArgs,
     architecture: fashion_mnist::transfer::Architecture,
+    device: DeviceChoice,
 ) -> Result<()> {
     use fashion_mnist::models::{DenseHead, HeadConfig};
     use fashion_mnist::transfer::{
@@ -1353,14 +1434,14 @@ fn run_transfer_bench(
     let loaded = args.source.load()?;
     let n = args.extract_images.min(loaded.train.len());
     let images = loaded.train.head(n);
-    let device = Cpu::default();
+    let cpu = Cpu::default();
     // Random weights: extraction speed does not depend on their values.
     let backbone = match architecture {
         Architecture::Vgg16 => {
-            transfer::LoadedBackbone::Vgg16(fashion_mnist::models::Vgg16::new(&device, 0))
+            transfer::LoadedBackbone::Vgg16(fashion_mnist::models::Vgg16::new(&cpu, 0))
         }
         Architecture::Resnet50 => transfer::LoadedBackbone::Resnet50(Box::new(
-            fashion_mnist::models::ResNet50::new(&device, Default::default(), 0),
+            fashion_mnist::models::ResNet50::new(&cpu, Default::default(), 0),
         )),
     };
     let settings = FeatureSettings {
@@ -1371,15 +1452,18 @@ fn run_transfer_bench(
         stage: FeatureStage::Output,
         mirrored: false,
     };
-    eprintln!(
-        "extracting {n} images with {} ({} threads)",
-        architecture.name(),
-        rayon::current_num_threads()
-    );
-    let (_, record) =
-        transfer::cached_features(&backbone, &images.images, &settings, None, &mut |_| {})?;
+    let (record, described) = fashion_mnist::on_device!(device, d => {
+        eprintln!("extracting {n} images with {} on {}", architecture.name(), d.describe());
+        // One untimed batch first: loading kernels and libraries is not extraction speed.
+        let warm_up = images.head(transfer::features::EXTRACTION_BATCH);
+        transfer::cached_features(&backbone, d, &warm_up.images, &settings, None, &mut |_| {})?;
+        let (_, record) =
+            transfer::cached_features(&backbone, d, &images.images, &settings, None, &mut |_| {})?;
+        (record, d.describe())
+    })?;
+    let ours = format!("fashion-mnist (dfdx, {described})");
     let mut rows: Vec<(String, String, f64)> = vec![(
-        "fashion-mnist (dfdx, CPU)".into(),
+        ours.clone(),
         format!(
             "{} extraction, {n} images, batch {}",
             architecture.name(),
@@ -1397,7 +1481,6 @@ fn run_transfer_bench(
             pixels: rng_values,
             labels: (0..vectors).map(|i| (i % 10) as u8).collect(),
         };
-        let mut head = DenseHead::new(&device, HeadConfig::walkthrough_vgg16(512), 0);
         let config = TrainConfig {
             epochs: args.epochs,
             batch_size: args.batch_size,
@@ -1407,10 +1490,13 @@ fn run_transfer_bench(
             "timing {} head epoch(s) on {vectors} feature vectors",
             args.epochs
         );
-        let history = training::fit(&mut head, &features, None, &config, &mut training::Silent)?;
+        let history = fashion_mnist::on_device!(device, d => {
+            let mut head = DenseHead::new(d, HeadConfig::walkthrough_vgg16(512), 0);
+            training::fit(&mut head, &features, None, &config, &mut training::Silent)?
+        })?;
         for r in &history.epochs {
             rows.push((
-                "fashion-mnist (dfdx, CPU)".into(),
+                ours.clone(),
                 format!(
                     "VGG-16 head epoch {}, {vectors} vectors, batch {}",
                     r.epoch, args.batch_size
@@ -1489,14 +1575,8 @@ impl fashion_mnist::study::StudyObserver for TransferProgress {
     }
 }
 
-fn run_report(args: ReportArgs) -> Result<()> {
+fn run_report(args: ReportArgs, device: DeviceChoice) -> Result<()> {
     use fashion_mnist::study::{self, StudyPaths, StudyPreset};
-    if args.device == DeviceArg::Cuda {
-        bail!(
-            "--device cuda: this build has no CUDA support. The library's conv/pool ops are CPU-only \
-             so far (CUDA is tracked as its own issue); run with --device cpu"
-        );
-    }
     let preset = if args.quick {
         StudyPreset::quick()
     } else {
@@ -1518,7 +1598,7 @@ fn run_report(args: ReportArgs) -> Result<()> {
         python: args.python.clone(),
     };
     let mut observer = TransferProgress::new(if args.quick { 0.05 } else { 1.0 });
-    let results = study::run_study(&loaded, &preset, &paths, &mut observer)?;
+    let results = study::run_study(&loaded, &preset, &paths, device, &mut observer)?;
     let html = study::render_html(&results, Some(&loaded))
         .map_err(|e| anyhow::anyhow!("drawing the report's charts: {e}"))?;
     let report = out.join("report.html");

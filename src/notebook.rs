@@ -13,6 +13,7 @@ use crate::data::{
 };
 use crate::error::{DataError, TrainError};
 use crate::models::{LeNet5, LeNet5Config};
+use crate::ops::{DeviceChoice, DeviceError, ModelDevice};
 use crate::plots::{self, Chart, PlotError, Series};
 use crate::report::Table;
 use crate::training::{self, EpochLines, Evaluation, History, TrainConfig};
@@ -21,6 +22,39 @@ use crate::training::{self, EpochLines, Evaluation, History, TrainConfig};
 /// subset with few epochs, for CI and for a first try. The default is the full study.
 pub fn quick_mode() -> bool {
     std::env::var("FASHION_MNIST_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The device notebooks train on: `use_device` if called, else `$FASHION_MNIST_DEVICE`
+/// (`cpu` or `cuda`), else the CPU. Models handed to notebook cells always live on the CPU;
+/// training and feature extraction run on this device and copy the results back.
+pub fn device() -> DeviceChoice {
+    if let Some(choice) = *DEVICE.lock().unwrap_or_else(|e| e.into_inner()) {
+        return choice;
+    }
+    std::env::var("FASHION_MNIST_DEVICE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DeviceChoice::Cpu)
+}
+
+static DEVICE: std::sync::Mutex<Option<DeviceChoice>> = std::sync::Mutex::new(None);
+
+/// Switches the notebooks' device (`"cpu"` or `"cuda"`); fails with the reason when CUDA is
+/// not usable (build without the `cuda` feature, no GPU or driver).
+pub fn use_device(name: &str) -> Result<DeviceChoice, DeviceError> {
+    let choice: DeviceChoice = name.parse()?;
+    choice.check()?;
+    *DEVICE.lock().unwrap_or_else(|e| e.into_inner()) = Some(choice);
+    println!("device: {}", describe_device(choice)?);
+    Ok(choice)
+}
+
+fn describe_device(choice: DeviceChoice) -> Result<String, DeviceError> {
+    crate::on_device!(choice, d => d.describe())
+}
+
+fn device_error(e: DeviceError) -> TrainError {
+    TrainError::Device(e.to_string())
 }
 
 /// Sizes the notebooks use, full or quick.
@@ -222,19 +256,35 @@ pub fn lenet5(seed: u64) -> LeNet5 {
     LeNet5::new(&Cpu::default(), LeNet5Config::default(), seed)
 }
 
-/// Trains on `split.train`, validating on `split.validation`, printing a line per epoch.
+/// Trains on `split.train`, validating on `split.validation`, printing a line per epoch, on
+/// [`device()`] (the trained weights come back into `model`).
 pub fn train_lenet5(
     model: &mut LeNet5,
     split: &SplitData,
     config: &TrainConfig,
 ) -> Result<History, TrainError> {
-    training::fit(
-        model,
-        &split.train,
-        Some(&split.validation),
-        config,
-        &mut EpochLines,
-    )
+    if device() == DeviceChoice::Cpu {
+        return training::fit(
+            model,
+            &split.train,
+            Some(&split.validation),
+            config,
+            &mut EpochLines,
+        );
+    }
+    crate::on_device!(device(), d => {
+        let mut on_device = model.to_device(d);
+        let history = training::fit(
+            &mut on_device,
+            &split.train,
+            Some(&split.validation),
+            config,
+            &mut EpochLines,
+        )?;
+        *model = on_device.to_device(&Cpu::default());
+        history
+    })
+    .map_err(device_error)
 }
 
 /// Loss, accuracy and predictions on `data`.
@@ -334,6 +384,7 @@ fn lenet5_trials(split: &SplitData) -> crate::tuning::LeNet5Trials<'_> {
         batch_size: 32,
         seed: 42,
         early_stopping: None,
+        device: device(),
     }
 }
 
@@ -514,10 +565,12 @@ pub fn cross_validate_lenet5(
             ..TrainConfig::default()
         },
     };
-    crate::cross_validation::cross_validate(
+    let results_path = results_file("cv", "folds.jsonl");
+    crate::on_device!(device(), d => crate::cross_validation::cross_validate(
+        d,
         &train,
         &config,
-        Some(&results_file("cv", "folds.jsonl")),
+        Some(&results_path),
         false,
         &|f| {
             println!(
@@ -529,7 +582,8 @@ pub fn cross_validate_lenet5(
                 f.seconds
             )
         },
-    )
+    ))
+    .map_err(device_error)?
 }
 
 /// The best `units` and `learning_rate` of the random search kept in `runs/tune/random.jsonl`
@@ -659,16 +713,18 @@ pub fn transfer_learning(
     } else {
         Path::new("..").join("data").join("features")
     };
-    transfer::run_or_reuse(
-        &out_dir,
-        &data.train,
-        test.as_ref(),
-        &backbone,
-        &info,
-        &config,
-        Some(&cache),
-        &mut EpochLines,
-    )
+    crate::on_device!(device(), d => {
+        let inputs = transfer::TransferInputs {
+            train_set: &data.train,
+            test_set: test.as_ref(),
+            backbone: &backbone,
+            weights: &info,
+            cache_dir: Some(&cache),
+            device: d,
+        };
+        transfer::run_or_reuse(&out_dir, &inputs, &config, &mut EpochLines)
+    })
+    .map_err(device_error)?
 }
 
 /// Scores, sizes and timings of transfer runs, one row per stage.
@@ -759,6 +815,7 @@ pub fn study_results() -> Result<StudyResults, TrainError> {
         &data,
         &crate::study::StudyPreset::quick(),
         &paths,
+        device(),
         &mut EpochLines,
     )
 }

@@ -16,6 +16,7 @@ use crate::data::prepare::{split_scaled, Prepared};
 use crate::data::{eda, FashionMnist, CLASS_NAMES};
 use crate::error::TrainError;
 use crate::models::{ImageClassifier, LeNet5, LeNet5Config};
+use crate::ops::{DeviceChoice, DeviceJob, ModelDevice};
 use crate::plots::{self, Chart};
 use crate::report::Table;
 use crate::training::{
@@ -108,11 +109,6 @@ pub struct StageRecord<T> {
     pub results: T,
 }
 
-/// The device everything runs on, in words.
-pub fn device_description() -> String {
-    format!("cpu ({} threads)", rayon::current_num_threads())
-}
-
 /// Progress of the study: stage starts and ends, plus the training and extraction progress of
 /// the stage inside.
 pub trait StudyObserver: TransferObserver {
@@ -178,6 +174,7 @@ fn save_record<T: Serialize>(out: &Path, record: &StageRecord<T>) -> Result<(), 
 /// Runs `work` unless a record with the same config exists; saves the new record.
 fn stage<T: Serialize + DeserializeOwned>(
     out: &Path,
+    device: &str,
     (index, name): (usize, &str),
     config: serde_json::Value,
     seed: u64,
@@ -197,7 +194,7 @@ fn stage<T: Serialize + DeserializeOwned>(
         config,
         seed,
         version: env!("CARGO_PKG_VERSION").to_string(),
-        device: device_description(),
+        device: device.to_string(),
         started_unix,
         wall_seconds: started.elapsed().as_secs_f64(),
         results,
@@ -296,15 +293,16 @@ fn data_stage(data: &FashionMnist) -> Result<DataResults, TrainError> {
     })
 }
 
-fn lenet5_stage(
+fn lenet5_stage<D: ModelDevice>(
     data: &FashionMnist,
     preset: &StudyPreset,
     out: &Path,
+    device: &D,
     observer: &mut dyn TrainObserver,
 ) -> Result<ModelResults, TrainError> {
     let (train, validation) =
         split_scaled(&data.train, preset.train_limit, 0.2, preset.seed, false);
-    let mut model = LeNet5::new(&Cpu::default(), LeNet5Config::default(), preset.seed);
+    let mut model = LeNet5::new(device, LeNet5Config::default(), preset.seed);
     let config = lenet5_config(preset);
     let history = training::fit(&mut model, &train, Some(&validation), &config, observer)?;
     checkpoint::save(&model, &out.join("lenet5").join("model.safetensors"))?;
@@ -344,6 +342,7 @@ fn tuning_stage(
     data: &FashionMnist,
     preset: &StudyPreset,
     out: &Path,
+    device: DeviceChoice,
     observer: &mut dyn StudyObserver,
 ) -> Result<TuningSummary, TrainError> {
     let (train, validation) =
@@ -354,13 +353,18 @@ fn tuning_stage(
         batch_size: 32,
         seed: preset.seed,
         early_stopping: None,
+        device,
     };
     let observer = std::sync::Mutex::new(observer);
     let options = SearchOptions {
         objective: Objective::MaxValAccuracy,
         executions_per_trial: 1,
         seed: preset.seed,
-        parallel_trials: rayon::current_num_threads(),
+        // One GPU runs one trial at a time (its context belongs to one thread).
+        parallel_trials: match device {
+            DeviceChoice::Cpu => rayon::current_num_threads(),
+            DeviceChoice::Cuda => 1,
+        },
     };
     let results = tuning::random_search(
         &SearchSpace::walkthrough(),
@@ -392,11 +396,12 @@ fn tuning_stage(
     })
 }
 
-fn cv_stage(
+fn cv_stage<D: ModelDevice>(
     data: &FashionMnist,
     preset: &StudyPreset,
     tuned: &TuningSummary,
     out: &Path,
+    device: &D,
     observer: &mut dyn StudyObserver,
 ) -> Result<CvSummary, TrainError> {
     let observer = std::sync::Mutex::new(observer);
@@ -406,6 +411,7 @@ fn cv_stage(
     };
     let config = cv_config(preset, tuned);
     let results = cross_validation::cross_validate(
+        device,
         &train,
         &config,
         Some(&out.join("cross_validation").join("folds.jsonl")),
@@ -519,13 +525,47 @@ pub struct StudyPaths {
     pub python: String,
 }
 
-/// Runs (or reuses) every stage and saves `results.json` in `paths.out`.
+/// Runs (or reuses) every stage on `device` and saves `results.json` in `paths.out`. Stages
+/// finished earlier are reused whatever device ran them (each stage records its device).
 pub fn run_study(
     data: &FashionMnist,
     preset: &StudyPreset,
     paths: &StudyPaths,
+    device: DeviceChoice,
     observer: &mut dyn StudyObserver,
 ) -> Result<StudyResults, TrainError> {
+    struct Study<'a> {
+        data: &'a FashionMnist,
+        preset: &'a StudyPreset,
+        paths: &'a StudyPaths,
+        observer: &'a mut dyn StudyObserver,
+    }
+    impl DeviceJob for Study<'_> {
+        type Output = Result<StudyResults, TrainError>;
+        fn run<D: ModelDevice>(self, device: &D) -> Self::Output {
+            run_study_on(self.data, self.preset, self.paths, device, self.observer)
+        }
+    }
+    let job = Study {
+        data,
+        preset,
+        paths,
+        observer,
+    };
+    device
+        .run(job)
+        .map_err(|e| TrainError::Device(e.to_string()))?
+}
+
+fn run_study_on<D: ModelDevice>(
+    data: &FashionMnist,
+    preset: &StudyPreset,
+    paths: &StudyPaths,
+    device: &D,
+    observer: &mut dyn StudyObserver,
+) -> Result<StudyResults, TrainError> {
+    let described = device.describe();
+    let device_text = described.as_str();
     let started = Instant::now();
     let out = paths.out.as_path();
     let seed = preset.seed;
@@ -533,72 +573,90 @@ pub fn run_study(
         "train_images": data.train.len(),
         "source": data.located.origin.to_string(),
     });
-    let data_record = stage(out, (1, "data"), data_config, seed, observer, |_| {
-        data_stage(data)
-    })?;
+    let data_record = stage(
+        out,
+        device_text,
+        (1, "data"),
+        data_config,
+        seed,
+        observer,
+        |_| data_stage(data),
+    )?;
 
     let lenet_config = serde_json::json!({
         "train": lenet5_config(preset), "train_limit": preset.train_limit, "validation_split": 0.2,
         "test_limit": preset.test_limit,
     });
-    let lenet5 = stage(out, (2, "lenet5"), lenet_config, seed, observer, |o| {
-        lenet5_stage(data, preset, out, o)
-    })?;
+    let lenet5 = stage(
+        out,
+        device_text,
+        (2, "lenet5"),
+        lenet_config,
+        seed,
+        observer,
+        |o| lenet5_stage(data, preset, out, device, o),
+    )?;
 
     let tuning_config = serde_json::json!({
         "space": "walkthrough", "trials": preset.tuning_trials, "epochs": preset.tuning_epochs,
         "train_limit": preset.train_limit,
     });
-    let tuning = stage(out, (3, "tuning"), tuning_config, seed, observer, |o| {
-        tuning_stage(data, preset, out, o)
-    })?;
+    let tuning = stage(
+        out,
+        device_text,
+        (3, "tuning"),
+        tuning_config,
+        seed,
+        observer,
+        |o| tuning_stage(data, preset, out, D::CHOICE, o),
+    )?;
 
     let cv_settings = serde_json::json!({
         "cv": cv_config(preset, &tuning.results), "train_limit": preset.train_limit,
     });
     let cross_validation = stage(
         out,
+        device_text,
         (4, "cross_validation"),
         cv_settings,
         seed,
         observer,
-        |o| cv_stage(data, preset, &tuning.results, out, o),
+        |o| cv_stage(data, preset, &tuning.results, out, device, o),
     )?;
 
     let test = test_set(data, preset);
-    let transfer_stage =
-        |index: usize, architecture: Architecture, observer: &mut dyn StudyObserver| {
-            let configs = transfer_configs(preset, architecture);
-            let (backbone, info) =
-                backbone_for_study(architecture, &paths.weights_dir, &paths.python, seed)?;
-            let config = serde_json::json!({
-                "runs": configs, "weights": info, "test_limit": preset.test_limit,
-            });
-            stage(
-                out,
-                (index, architecture.name()),
-                config,
-                seed,
-                observer,
-                |o| {
-                    configs
-                        .iter()
-                        .map(|c| {
-                            transfer::run_or_reuse(
-                                &out.join(architecture.name()),
-                                &data.train,
-                                test.as_ref(),
-                                &backbone,
-                                &info,
-                                c,
-                                Some(&paths.feature_cache),
-                                o,
-                            )
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                },
-            )
+    let transfer_stage = |index: usize,
+                          architecture: Architecture,
+                          observer: &mut dyn StudyObserver| {
+        let configs = transfer_configs(preset, architecture);
+        let (backbone, info) =
+            backbone_for_study(architecture, &paths.weights_dir, &paths.python, seed)?;
+        let config = serde_json::json!({
+            "runs": configs, "weights": info, "test_limit": preset.test_limit,
+        });
+        let inputs = transfer::TransferInputs {
+            train_set: &data.train,
+            test_set: test.as_ref(),
+            backbone: &backbone,
+            weights: &info,
+            cache_dir: Some(&paths.feature_cache),
+            device,
         };
+        stage(
+            out,
+            device_text,
+            (index, architecture.name()),
+            config,
+            seed,
+            observer,
+            |o| {
+                configs
+                    .iter()
+                    .map(|c| transfer::run_or_reuse(&out.join(architecture.name()), &inputs, c, o))
+                    .collect::<Result<Vec<_>, _>>()
+            },
+        )
+    };
     let vgg16 = transfer_stage(5, Architecture::Vgg16, observer)?;
     let resnet50 = transfer_stage(6, Architecture::Resnet50, observer)?;
 

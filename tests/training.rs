@@ -1,31 +1,14 @@
 //! LeNet-5: parameter count, learning on real images, determinism, early stopping,
 //! checkpoint round-trip, divergence detection.
 
-use std::path::Path;
-
 use dfdx::prelude::*;
 use fashion_mnist::data::prepare::{train_validation_split, Prepared};
-use fashion_mnist::data::{csv, source, Dataset};
 use fashion_mnist::models::{ImageClassifier, LeNet5, LeNet5Config, ParamVisitor, Parameters};
 use fashion_mnist::training::{self, checkpoint, EarlyStopping, Silent, TrainConfig};
 use fashion_mnist::TrainError;
 
-/// A few thousand real training images when the Debian package is installed (CI installs
-/// it), else the committed 200-image sample.
-fn real_train_and_heldout() -> (Dataset, Dataset) {
-    let debian = Path::new(source::DEBIAN_DATA_DIR);
-    if debian.join("train-images-idx3-ubyte.gz").is_file() {
-        let loaded = source::load(&source::locate(Some(debian)).unwrap()).unwrap();
-        (loaded.train.head(4000), loaded.test.unwrap().head(1000))
-    } else {
-        eprintln!("note: real IDX files not installed; using the 200-image sample");
-        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
-        (
-            csv::read_kaggle_csv(&sample.join("fashion-mnist_train.csv")).unwrap(),
-            csv::read_kaggle_csv(&sample.join("fashion-mnist_test.csv")).unwrap(),
-        )
-    }
-}
+mod common;
+use common::real_train_and_heldout;
 
 struct Count(usize, Vec<String>);
 impl ParamVisitor for Count {

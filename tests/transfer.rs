@@ -7,6 +7,7 @@ use dfdx::prelude::*;
 use fashion_mnist::models::{param_count, ResNet50, ResNet50Config, Vgg16};
 use fashion_mnist::ops::Tensor4;
 use fashion_mnist::transfer::weights::{self, Architecture, LoadedBackbone, RawTensor};
+use fashion_mnist::transfer::TransferInputs;
 
 fn reference(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -314,16 +315,15 @@ fn imagenet_vgg16_features_train_a_head_and_fine_tuning_keeps_learning() {
         epochs: 1,
         ..FineTuneConfig::default()
     });
-    let outcome = run_transfer(
-        &train,
-        Some(&test),
-        &backbone,
-        &info,
-        &config,
-        Some(cache.path()),
-        &mut fashion_mnist::training::Silent,
-    )
-    .unwrap();
+    let inputs = TransferInputs {
+        train_set: &train,
+        test_set: Some(&test),
+        backbone: &backbone,
+        weights: &info,
+        cache_dir: Some(cache.path()),
+        device: &Cpu::default(),
+    };
+    let outcome = run_transfer(&inputs, &config, &mut fashion_mnist::training::Silent).unwrap();
     assert!(outcome.label.contains("ImageNet"), "{}", outcome.label);
     assert_eq!(outcome.head.trainable_params, 3_564_554);
     let head_test = outcome.head.test.unwrap().accuracy;
@@ -380,6 +380,7 @@ fn features_come_back_from_the_cache_and_a_damaged_cache_file_is_recomputed() {
     let mut progress = Vec::new();
     let (first, record) = cached_features(
         &backbone,
+        &Cpu::default(),
         images,
         &settings,
         Some(dir.path()),
@@ -393,8 +394,15 @@ fn features_come_back_from_the_cache_and_a_damaged_cache_file_is_recomputed() {
     let file = record.cache_file.unwrap();
     assert!(file.is_file());
 
-    let (again, record) =
-        cached_features(&backbone, images, &settings, Some(dir.path()), &mut |_| {}).unwrap();
+    let (again, record) = cached_features(
+        &backbone,
+        &Cpu::default(),
+        images,
+        &settings,
+        Some(dir.path()),
+        &mut |_| {},
+    )
+    .unwrap();
     assert!(record.from_cache);
     assert_eq!(again.values, first.values);
 
@@ -403,16 +411,30 @@ fn features_come_back_from_the_cache_and_a_damaged_cache_file_is_recomputed() {
         preprocessing: Preprocessing::Unit,
         ..settings.clone()
     };
-    let (other, record) =
-        cached_features(&backbone, images, &unit, Some(dir.path()), &mut |_| {}).unwrap();
+    let (other, record) = cached_features(
+        &backbone,
+        &Cpu::default(),
+        images,
+        &unit,
+        Some(dir.path()),
+        &mut |_| {},
+    )
+    .unwrap();
     assert!(!record.from_cache);
     assert_ne!(other.values, first.values);
 
     // A truncated file is recomputed and replaced.
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
-    let (recomputed, record) =
-        cached_features(&backbone, images, &settings, Some(dir.path()), &mut |_| {}).unwrap();
+    let (recomputed, record) = cached_features(
+        &backbone,
+        &Cpu::default(),
+        images,
+        &settings,
+        Some(dir.path()),
+        &mut |_| {},
+    )
+    .unwrap();
     assert!(!record.from_cache);
     assert_eq!(recomputed.values, first.values);
     assert_eq!(std::fs::read(&file).unwrap().len(), bytes.len());

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use dfdx::prelude::Cpu;
 use fashion_mnist::cross_validation::{cross_validate, CvConfig, CvResults};
 use fashion_mnist::data::prepare::Prepared;
 use fashion_mnist::data::{csv, source};
@@ -258,7 +259,8 @@ fn cross_validation_on_real_images_gives_sensible_numbers_and_resumes() {
     };
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("folds.jsonl");
-    let results = cross_validate(&data, &config, Some(&file), false, &|_| {}).unwrap();
+    let results =
+        cross_validate(&Cpu::default(), &data, &config, Some(&file), false, &|_| {}).unwrap();
     assert_eq!(results.folds.len(), 3);
     let validated: usize = results.folds.iter().map(|f| f.validation_images).sum();
     assert_eq!(validated, data.len());
@@ -271,6 +273,9 @@ fn cross_validation_on_real_images_gives_sensible_numbers_and_resumes() {
 
     // Resuming reads the folds back instead of training again.
     let again: CvResults =
-        cross_validate(&data, &config, Some(&file), false, &|_| panic!("retrained")).unwrap();
+        cross_validate(&Cpu::default(), &data, &config, Some(&file), false, &|_| {
+            panic!("retrained")
+        })
+        .unwrap();
     assert_eq!(again, results);
 }

@@ -11,7 +11,7 @@ use super::{
     Parameters,
 };
 use crate::data::NUM_CLASSES;
-use crate::ops::{Tensor2, Tensor4};
+use crate::ops::{flatten, ModelDevice, Tensor2, Tensor4};
 
 /// One layer of a head. The last `Dense` is the output layer (no ReLU, softmax in the loss).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -68,21 +68,21 @@ impl HeadConfig {
 }
 
 #[derive(Clone, Debug)]
-struct DenseParams {
-    weight: Tensor<(usize, usize), f32, Cpu>,
-    bias: Tensor<(usize,), f32, Cpu>,
+struct DenseParams<D: ModelDevice> {
+    weight: Tensor<(usize, usize), f32, D>,
+    bias: Tensor<(usize,), f32, D>,
 }
 
 /// A head: its input is a batch of feature vectors shaped (B, features, 1, 1).
 #[derive(Clone, Debug)]
-pub struct DenseHead {
+pub struct DenseHead<D: ModelDevice = Cpu> {
     pub config: HeadConfig,
-    dense: Vec<DenseParams>,
+    dense: Vec<DenseParams<D>>,
 }
 
-impl DenseHead {
+impl<D: ModelDevice> DenseHead<D> {
     /// Glorot-uniform kernels and zero biases, drawn from `seed`.
-    pub fn new(device: &Cpu, config: HeadConfig, seed: u64) -> Self {
+    pub fn new(device: &D, config: HeadConfig, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut inputs = config.features;
         let mut dense = Vec::new();
@@ -107,7 +107,7 @@ impl DenseHead {
     }
 
     /// Logits for a batch of feature vectors (B, features).
-    pub fn forward_features<T: Tape<f32, Cpu>>(&self, mut x: Tensor2<T>) -> Tensor2<T> {
+    pub fn forward_features<T: Tape<f32, D>>(&self, mut x: Tensor2<T, D>) -> Tensor2<T, D> {
         let training = T::OWNS_TAPE;
         let mut params = self.dense.iter().enumerate();
         for layer in &self.config.layers {
@@ -124,7 +124,9 @@ impl DenseHead {
     }
 }
 
-impl Parameters for DenseHead {
+impl<D: ModelDevice> Parameters for DenseHead<D> {
+    type Device = D;
+
     fn architecture(&self) -> &'static str {
         "dense_head"
     }
@@ -133,7 +135,7 @@ impl Parameters for DenseHead {
         serde_json::to_value(&self.config).expect("plain struct")
     }
 
-    fn visit_params<V: ParamVisitor>(&self, visitor: &mut V) -> Result<(), V::Error> {
+    fn visit_params<V: ParamVisitor<D>>(&self, visitor: &mut V) -> Result<(), V::Error> {
         for (i, p) in self.dense.iter().enumerate() {
             visitor.visit(&format!("dense{}.weight", i + 1), &p.weight)?;
             visitor.visit(&format!("dense{}.bias", i + 1), &p.bias)?;
@@ -141,7 +143,7 @@ impl Parameters for DenseHead {
         Ok(())
     }
 
-    fn visit_params_mut<V: ParamVisitorMut>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
+    fn visit_params_mut<V: ParamVisitorMut<D>>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
         for (i, p) in self.dense.iter_mut().enumerate() {
             visitor.visit(&format!("dense{}.weight", i + 1), &mut p.weight)?;
             visitor.visit(&format!("dense{}.bias", i + 1), &mut p.bias)?;
@@ -150,14 +152,13 @@ impl Parameters for DenseHead {
     }
 }
 
-impl ImageClassifier for DenseHead {
+impl<D: ModelDevice> ImageClassifier for DenseHead<D> {
     fn input_shape(&self) -> (usize, usize, usize) {
         (self.config.features, 1, 1)
     }
 
-    fn forward<T: Tape<f32, Cpu>>(&self, x: Tensor4<T>) -> Tensor2<T> {
-        let batch = x.shape().0;
-        self.forward_features(x.reshape_like(&(batch, self.config.features)))
+    fn forward<T: Tape<f32, D>>(&self, x: Tensor4<T, D>) -> Tensor2<T, D> {
+        self.forward_features(flatten(x))
     }
 
     fn summary(&self) -> ModelSummary {

@@ -4,23 +4,23 @@
 use dfdx::prelude::*;
 
 use super::{ParamVisitor, ParamVisitorMut};
-use crate::ops::{conv2d, InputGrad, Tensor1, Tensor4};
+use crate::ops::{conv2d, InputGrad, ModelDevice, Tensor1, Tensor4};
 
 /// A 2-D convolution with bias, square kernel stored (out, in, k, k).
 #[derive(Clone, Debug)]
-pub struct Conv {
+pub struct Conv<D: ModelDevice = Cpu> {
     /// Keras layer name, e.g. `block1_conv1`; parameters are `NAME.kernel` and `NAME.bias`.
     pub name: String,
-    pub kernel: Tensor4,
-    pub bias: Tensor1,
+    pub kernel: Tensor4<NoneTape, D>,
+    pub bias: Tensor1<NoneTape, D>,
     pub stride: usize,
     pub padding: usize,
 }
 
-impl Conv {
+impl<D: ModelDevice> Conv<D> {
     /// Glorot-uniform kernel and zero bias (Keras' defaults), drawn from `rng`.
     pub fn new(
-        device: &Cpu,
+        device: &D,
         rng: &mut impl rand::Rng,
         name: impl Into<String>,
         (in_channels, out_channels, kernel): (usize, usize, usize),
@@ -43,7 +43,11 @@ impl Conv {
         }
     }
 
-    pub fn forward<T: Tape<f32, Cpu>>(&self, x: Tensor4<T>, input_grad: InputGrad) -> Tensor4<T> {
+    pub fn forward<T: Tape<f32, D>>(
+        &self,
+        x: Tensor4<T, D>,
+        input_grad: InputGrad,
+    ) -> Tensor4<T, D> {
         conv2d(
             x,
             &self.kernel,
@@ -62,12 +66,12 @@ impl Conv {
         self.kernel.shape().num_elements() + self.bias.shape().0
     }
 
-    pub fn visit<V: ParamVisitor>(&self, visitor: &mut V) -> Result<(), V::Error> {
+    pub fn visit<V: ParamVisitor<D>>(&self, visitor: &mut V) -> Result<(), V::Error> {
         visitor.visit(&format!("{}.kernel", self.name), &self.kernel)?;
         visitor.visit(&format!("{}.bias", self.name), &self.bias)
     }
 
-    pub fn visit_mut<V: ParamVisitorMut>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
+    pub fn visit_mut<V: ParamVisitorMut<D>>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
         visitor.visit(&format!("{}.kernel", self.name), &mut self.kernel)?;
         visitor.visit(&format!("{}.bias", self.name), &mut self.bias)
     }
@@ -76,19 +80,19 @@ impl Conv {
 /// Batch normalization with frozen statistics (inference mode):
 /// `gamma * (x - moving_mean) / sqrt(moving_variance + epsilon) + beta`, per channel.
 #[derive(Clone, Debug)]
-pub struct BatchNorm {
+pub struct BatchNorm<D: ModelDevice = Cpu> {
     /// Keras layer name, e.g. `conv1_bn`.
     pub name: String,
-    pub gamma: Tensor1,
-    pub beta: Tensor1,
-    pub moving_mean: Tensor1,
-    pub moving_variance: Tensor1,
+    pub gamma: Tensor1<NoneTape, D>,
+    pub beta: Tensor1<NoneTape, D>,
+    pub moving_mean: Tensor1<NoneTape, D>,
+    pub moving_variance: Tensor1<NoneTape, D>,
     pub epsilon: f32,
 }
 
-impl BatchNorm {
+impl<D: ModelDevice> BatchNorm<D> {
     /// The identity: gamma 1, beta 0, mean 0, variance 1 (Keras' initial values).
-    pub fn new(device: &Cpu, name: impl Into<String>, channels: usize, epsilon: f32) -> Self {
+    pub fn new(device: &D, name: impl Into<String>, channels: usize, epsilon: f32) -> Self {
         BatchNorm {
             name: name.into(),
             gamma: device.ones_like(&(channels,)),
@@ -105,7 +109,7 @@ impl BatchNorm {
 
     /// Folds this normalization into the convolution before it: one convolution computing
     /// `bn(conv(x))`. Exact in real arithmetic; in f32 it differs by rounding only.
-    pub fn fold_into(&self, conv: &Conv) -> Conv {
+    pub fn fold_into(&self, conv: &Conv<D>) -> Conv<D> {
         let (gamma, beta) = (self.gamma.as_vec(), self.beta.as_vec());
         let (mean, variance) = (self.moving_mean.as_vec(), self.moving_variance.as_vec());
         let scale: Vec<f32> = gamma
@@ -135,7 +139,7 @@ impl BatchNorm {
         }
     }
 
-    pub fn visit<V: ParamVisitor>(&self, visitor: &mut V) -> Result<(), V::Error> {
+    pub fn visit<V: ParamVisitor<D>>(&self, visitor: &mut V) -> Result<(), V::Error> {
         visitor.visit(&format!("{}.gamma", self.name), &self.gamma)?;
         visitor.visit(&format!("{}.beta", self.name), &self.beta)?;
         visitor.visit(&format!("{}.moving_mean", self.name), &self.moving_mean)?;
@@ -145,7 +149,7 @@ impl BatchNorm {
         )
     }
 
-    pub fn visit_mut<V: ParamVisitorMut>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
+    pub fn visit_mut<V: ParamVisitorMut<D>>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
         visitor.visit(&format!("{}.gamma", self.name), &mut self.gamma)?;
         visitor.visit(&format!("{}.beta", self.name), &mut self.beta)?;
         visitor.visit(&format!("{}.moving_mean", self.name), &mut self.moving_mean)?;

@@ -12,7 +12,7 @@ use super::{
     Parameters,
 };
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
-use crate::ops::{conv2d, max_pool2d, InputGrad, Tensor2, Tensor4};
+use crate::ops::{conv2d, flatten, max_pool2d, InputGrad, ModelDevice, Tensor2, Tensor4};
 
 /// Settings of the architecture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -36,24 +36,24 @@ const FLATTENED: usize = CONV2_FILTERS * 4 * 4;
 
 /// LeNet-5 parameters. Dense kernels are stored (inputs, outputs), as Keras stores them.
 #[derive(Clone, Debug)]
-pub struct LeNet5 {
+pub struct LeNet5<D: ModelDevice = Cpu> {
     pub config: LeNet5Config,
-    pub conv1_weight: Tensor<(usize, usize, usize, usize), f32, Cpu>,
-    pub conv1_bias: Tensor<(usize,), f32, Cpu>,
-    pub conv2_weight: Tensor<(usize, usize, usize, usize), f32, Cpu>,
-    pub conv2_bias: Tensor<(usize,), f32, Cpu>,
-    pub dense1_weight: Tensor<(usize, usize), f32, Cpu>,
-    pub dense1_bias: Tensor<(usize,), f32, Cpu>,
-    pub dense2_weight: Tensor<(usize, usize), f32, Cpu>,
-    pub dense2_bias: Tensor<(usize,), f32, Cpu>,
-    pub dense3_weight: Tensor<(usize, usize), f32, Cpu>,
-    pub dense3_bias: Tensor<(usize,), f32, Cpu>,
+    pub conv1_weight: Tensor<(usize, usize, usize, usize), f32, D>,
+    pub conv1_bias: Tensor<(usize,), f32, D>,
+    pub conv2_weight: Tensor<(usize, usize, usize, usize), f32, D>,
+    pub conv2_bias: Tensor<(usize,), f32, D>,
+    pub dense1_weight: Tensor<(usize, usize), f32, D>,
+    pub dense1_bias: Tensor<(usize,), f32, D>,
+    pub dense2_weight: Tensor<(usize, usize), f32, D>,
+    pub dense2_bias: Tensor<(usize,), f32, D>,
+    pub dense3_weight: Tensor<(usize, usize), f32, D>,
+    pub dense3_bias: Tensor<(usize,), f32, D>,
 }
 
-impl LeNet5 {
+impl<D: ModelDevice> LeNet5<D> {
     /// A freshly initialized network: Glorot-uniform kernels and zero biases (Keras' defaults),
-    /// drawn from `seed`.
-    pub fn new(device: &Cpu, config: LeNet5Config, seed: u64) -> Self {
+    /// drawn from `seed` (the same values on every device).
+    pub fn new(device: &D, config: LeNet5Config, seed: u64) -> Self {
         assert!(config.dense1_units > 0, "dense1_units must be positive");
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let u1 = config.dense1_units;
@@ -90,13 +90,22 @@ impl LeNet5 {
     }
 }
 
+impl<D: ModelDevice> LeNet5<D> {
+    /// The same network on `device`.
+    pub fn to_device<D2: ModelDevice>(&self, device: &D2) -> LeNet5<D2> {
+        let mut copy = LeNet5::new(device, self.config, 0);
+        super::copy_params(self, &mut copy);
+        copy
+    }
+}
+
 /// `relu(x W + b)` or `x W + b` for a (batch, inputs) tensor.
-pub(crate) fn dense<T: Tape<f32, Cpu>>(
-    x: Tensor2<T>,
-    weight: &Tensor<(usize, usize), f32, Cpu>,
-    bias: &Tensor<(usize,), f32, Cpu>,
+pub(crate) fn dense<D: ModelDevice, T: Tape<f32, D>>(
+    x: Tensor2<T, D>,
+    weight: &Tensor<(usize, usize), f32, D>,
+    bias: &Tensor<(usize,), f32, D>,
     relu: bool,
-) -> Tensor2<T> {
+) -> Tensor2<T, D> {
     let batch = x.shape().0;
     let units = weight.shape().1;
     let y = x.matmul(weight.retaped::<T>())
@@ -110,7 +119,9 @@ pub(crate) fn dense<T: Tape<f32, Cpu>>(
     }
 }
 
-impl Parameters for LeNet5 {
+impl<D: ModelDevice> Parameters for LeNet5<D> {
+    type Device = D;
+
     fn architecture(&self) -> &'static str {
         "lenet5"
     }
@@ -119,21 +130,21 @@ impl Parameters for LeNet5 {
         serde_json::to_value(self.config).expect("plain struct")
     }
 
-    fn visit_params<V: ParamVisitor>(&self, visitor: &mut V) -> Result<(), V::Error> {
+    fn visit_params<V: ParamVisitor<D>>(&self, visitor: &mut V) -> Result<(), V::Error> {
         visit_lenet5_params!(self, visitor, &)
     }
 
-    fn visit_params_mut<V: ParamVisitorMut>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
+    fn visit_params_mut<V: ParamVisitorMut<D>>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
         visit_lenet5_params!(self, visitor, &mut)
     }
 }
 
-impl ImageClassifier for LeNet5 {
+impl<D: ModelDevice> ImageClassifier for LeNet5<D> {
     fn input_shape(&self) -> (usize, usize, usize) {
         (1, IMAGE_SIDE, IMAGE_SIDE)
     }
 
-    fn forward<T: Tape<f32, Cpu>>(&self, x: Tensor4<T>) -> Tensor2<T> {
+    fn forward<T: Tape<f32, D>>(&self, x: Tensor4<T, D>) -> Tensor2<T, D> {
         let x = conv2d(
             x,
             &self.conv1_weight,
@@ -154,8 +165,8 @@ impl ImageClassifier for LeNet5 {
         )
         .relu();
         let x = max_pool2d(x, 2, 2, 0);
-        let batch = x.shape().0;
-        let x = x.reshape_like(&(batch, FLATTENED));
+        let x = flatten(x);
+        debug_assert_eq!(x.shape().1, FLATTENED);
         let x = dense(x, &self.dense1_weight, &self.dense1_bias, true);
         let x = dense(x, &self.dense2_weight, &self.dense2_bias, true);
         dense(x, &self.dense3_weight, &self.dense3_bias, false)

@@ -16,29 +16,37 @@ pub use vgg16::Vgg16;
 
 use dfdx::prelude::*;
 
-use crate::ops::{Tensor2, Tensor4};
+use crate::ops::{ModelDevice, Tensor2, Tensor4};
 
 /// A set of named parameter tensors with an architecture name: what checkpoints save and load,
 /// and what optimizers walk.
 pub trait Parameters {
+    /// The device the parameters live on.
+    type Device: ModelDevice;
     /// Architecture name recorded in checkpoints (e.g. `lenet5`).
     fn architecture(&self) -> &'static str;
     /// Settings that, with the architecture, rebuild the same shapes (stored in checkpoints).
     fn config_json(&self) -> serde_json::Value;
     /// Calls `visitor` with every parameter and its name, in a fixed order.
-    fn visit_params<V: ParamVisitor>(&self, visitor: &mut V) -> Result<(), V::Error>;
+    fn visit_params<V: ParamVisitor<Self::Device>>(&self, visitor: &mut V) -> Result<(), V::Error>;
     /// Same, with mutable access (optimizers, checkpoint loading).
-    fn visit_params_mut<V: ParamVisitorMut>(&mut self, visitor: &mut V) -> Result<(), V::Error>;
+    fn visit_params_mut<V: ParamVisitorMut<Self::Device>>(
+        &mut self,
+        visitor: &mut V,
+    ) -> Result<(), V::Error>;
 }
 
 /// A network that maps a batch of images (B, C, H, W) to class logits (B, classes), whose
 /// parameters are all trainable.
-pub trait ImageClassifier: Parameters + Clone + Send + Sync {
+pub trait ImageClassifier: Parameters + Clone {
     /// (channels, height, width) of one input image.
     fn input_shape(&self) -> (usize, usize, usize);
     /// Logits for a batch; records the backward pass (and applies dropout, where the model
     /// has it) when `x` carries a tape.
-    fn forward<T: Tape<f32, Cpu>>(&self, x: Tensor4<T>) -> Tensor2<T>;
+    fn forward<T: Tape<f32, Self::Device>>(
+        &self,
+        x: Tensor4<T, Self::Device>,
+    ) -> Tensor2<T, Self::Device>;
     /// Keras-style summary table.
     fn summary(&self) -> ModelSummary;
     /// Number of trainable parameters.
@@ -49,31 +57,31 @@ pub trait ImageClassifier: Parameters + Clone + Send + Sync {
 
 /// Sees each named parameter tensor of a model. (dfdx's own `TensorCollection` cannot describe
 /// tensors with run-time shapes from outside dfdx, so the models expose their parameters here.)
-pub trait ParamVisitor {
+pub trait ParamVisitor<D: ModelDevice = Cpu> {
     type Error;
     fn visit<S: Shape>(
         &mut self,
         name: &str,
-        tensor: &Tensor<S, f32, Cpu>,
+        tensor: &Tensor<S, f32, D>,
     ) -> Result<(), Self::Error>;
 }
 
 /// Like [`ParamVisitor`], with mutable access.
-pub trait ParamVisitorMut {
+pub trait ParamVisitorMut<D: ModelDevice = Cpu> {
     type Error;
     fn visit<S: Shape>(
         &mut self,
         name: &str,
-        tensor: &mut Tensor<S, f32, Cpu>,
+        tensor: &mut Tensor<S, f32, D>,
     ) -> Result<(), Self::Error>;
 }
 
 /// Number of values in all of `model`'s parameters.
 pub fn param_count<P: Parameters>(model: &P) -> usize {
     struct Count(usize);
-    impl ParamVisitor for Count {
+    impl<D: ModelDevice> ParamVisitor<D> for Count {
         type Error = std::convert::Infallible;
-        fn visit<S: Shape>(&mut self, _: &str, t: &Tensor<S, f32, Cpu>) -> Result<(), Self::Error> {
+        fn visit<S: Shape>(&mut self, _: &str, t: &Tensor<S, f32, D>) -> Result<(), Self::Error> {
             self.0 += t.shape().num_elements();
             Ok(())
         }
@@ -81,6 +89,69 @@ pub fn param_count<P: Parameters>(model: &P) -> usize {
     let mut count = Count(0);
     let Ok(()) = model.visit_params(&mut count);
     count.0
+}
+
+/// The device `model`'s parameters live on (None for a model without parameters).
+pub fn model_device<P: Parameters>(model: &P) -> Option<P::Device> {
+    struct First<D>(Option<D>);
+    impl<D: ModelDevice> ParamVisitor<D> for First<D> {
+        type Error = ();
+        fn visit<S: Shape>(&mut self, _: &str, t: &Tensor<S, f32, D>) -> Result<(), ()> {
+            self.0 = Some(t.device().clone());
+            Err(())
+        }
+    }
+    let mut first = First(None);
+    let _ = model.visit_params(&mut first);
+    first.0
+}
+
+/// Copies every parameter of `from` into the parameter of the same name in `to` (another
+/// device, same architecture). Panics on a missing name or a shape mismatch: both models must
+/// have been built with the same settings.
+pub fn copy_params<A: Parameters, B: Parameters>(from: &A, to: &mut B) {
+    struct Collect(std::collections::HashMap<String, Vec<f32>>);
+    impl<D: ModelDevice> ParamVisitor<D> for Collect {
+        type Error = std::convert::Infallible;
+        fn visit<S: Shape>(
+            &mut self,
+            name: &str,
+            t: &Tensor<S, f32, D>,
+        ) -> Result<(), Self::Error> {
+            self.0.insert(name.to_string(), t.as_vec());
+            Ok(())
+        }
+    }
+    struct Fill(std::collections::HashMap<String, Vec<f32>>);
+    impl<D: ModelDevice> ParamVisitorMut<D> for Fill {
+        type Error = std::convert::Infallible;
+        fn visit<S: Shape>(
+            &mut self,
+            name: &str,
+            t: &mut Tensor<S, f32, D>,
+        ) -> Result<(), Self::Error> {
+            let values = self
+                .0
+                .remove(name)
+                .unwrap_or_else(|| panic!("copy_params: no parameter {name} in the source"));
+            assert_eq!(
+                values.len(),
+                t.shape().num_elements(),
+                "copy_params: {name} has another shape"
+            );
+            t.copy_from(&values);
+            Ok(())
+        }
+    }
+    let mut collected = Collect(Default::default());
+    let Ok(()) = from.visit_params(&mut collected);
+    let mut fill = Fill(collected.0);
+    let Ok(()) = to.visit_params_mut(&mut fill);
+    assert!(
+        fill.0.is_empty(),
+        "copy_params: the target lacks {:?}",
+        fill.0.keys().collect::<Vec<_>>()
+    );
 }
 
 /// Glorot (Xavier) uniform initialization, Keras' default for Conv2D and Dense kernels.

@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::layers::{BatchNorm, Conv};
 use super::{LayerSummary, ModelSummary, ParamVisitor, ParamVisitorMut, Parameters};
-use crate::ops::{max_pool2d, InputGrad, Tensor4};
+use crate::ops::{add_activations, max_pool2d, InputGrad, ModelDevice, Tensor4};
 
 /// (stage name, blocks, bottleneck filters, stride of the first block).
 const STAGES: [(&str, usize, usize, usize); 4] = [
@@ -60,14 +60,14 @@ impl Default for ResNet50Config {
 
 /// A convolution followed by batch normalization.
 #[derive(Clone, Debug)]
-pub struct ConvBn {
-    pub conv: Conv,
-    pub bn: BatchNorm,
+pub struct ConvBn<D: ModelDevice = Cpu> {
+    pub conv: Conv<D>,
+    pub bn: BatchNorm<D>,
 }
 
-impl ConvBn {
+impl<D: ModelDevice> ConvBn<D> {
     fn new(
-        device: &Cpu,
+        device: &D,
         rng: &mut impl rand::Rng,
         name: &str,
         shape: (usize, usize, usize),
@@ -81,42 +81,42 @@ impl ConvBn {
         }
     }
 
-    fn visit<V: ParamVisitor>(&self, visitor: &mut V) -> Result<(), V::Error> {
+    fn visit<V: ParamVisitor<D>>(&self, visitor: &mut V) -> Result<(), V::Error> {
         self.conv.visit(visitor)?;
         self.bn.visit(visitor)
     }
 
-    fn visit_mut<V: ParamVisitorMut>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
+    fn visit_mut<V: ParamVisitorMut<D>>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
         self.conv.visit_mut(visitor)?;
         self.bn.visit_mut(visitor)
     }
 
-    fn fold(&self) -> Conv {
+    fn fold(&self) -> Conv<D> {
         self.bn.fold_into(&self.conv)
     }
 }
 
 /// One bottleneck block, e.g. `conv3_block1`.
 #[derive(Clone, Debug)]
-pub struct Bottleneck {
+pub struct Bottleneck<D: ModelDevice = Cpu> {
     pub name: String,
     /// `_0`: the 1x1 projection of the shortcut (first block of each stage only).
-    pub shortcut: Option<ConvBn>,
+    pub shortcut: Option<ConvBn<D>>,
     /// `_1`, `_2`, `_3`: 1x1 reduce, 3x3, 1x1 expand.
-    pub convs: [ConvBn; 3],
+    pub convs: [ConvBn<D>; 3],
 }
 
 #[derive(Clone, Debug)]
-pub struct ResNet50 {
+pub struct ResNet50<D: ModelDevice = Cpu> {
     pub config: ResNet50Config,
     /// `conv1_conv` + `conv1_bn`.
-    pub stem: ConvBn,
-    pub blocks: Vec<Bottleneck>,
+    pub stem: ConvBn<D>,
+    pub blocks: Vec<Bottleneck<D>>,
 }
 
-impl ResNet50 {
+impl<D: ModelDevice> ResNet50<D> {
     /// Randomly initialized convolutions and identity batch normalizations.
-    pub fn new(device: &Cpu, config: ResNet50Config, seed: u64) -> Self {
+    pub fn new(device: &D, config: ResNet50Config, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let eps = config.bn_epsilon;
         let stem = ConvBn::new(device, &mut rng, "conv1", (3, 64, 7), 2, eps);
@@ -183,8 +183,15 @@ impl ResNet50 {
         }
     }
 
+    /// The same network on `device`.
+    pub fn to_device<D2: ModelDevice>(&self, device: &D2) -> ResNet50<D2> {
+        let mut copy = ResNet50::new(device, self.config, 0);
+        super::copy_params(self, &mut copy);
+        copy
+    }
+
     /// The network with every batch normalization folded into its convolution, for inference.
-    pub fn fold(&self) -> FoldedResNet50 {
+    pub fn fold(&self) -> FoldedResNet50<D> {
         FoldedResNet50 {
             stem: self.stem.fold(),
             blocks: self
@@ -260,7 +267,9 @@ impl ResNet50 {
     }
 }
 
-impl Parameters for ResNet50 {
+impl<D: ModelDevice> Parameters for ResNet50<D> {
+    type Device = D;
+
     fn architecture(&self) -> &'static str {
         "resnet50"
     }
@@ -269,7 +278,7 @@ impl Parameters for ResNet50 {
         serde_json::to_value(self.config).expect("plain struct")
     }
 
-    fn visit_params<V: ParamVisitor>(&self, visitor: &mut V) -> Result<(), V::Error> {
+    fn visit_params<V: ParamVisitor<D>>(&self, visitor: &mut V) -> Result<(), V::Error> {
         self.stem.visit(visitor)?;
         for block in &self.blocks {
             if let Some(shortcut) = &block.shortcut {
@@ -280,7 +289,7 @@ impl Parameters for ResNet50 {
         Ok(())
     }
 
-    fn visit_params_mut<V: ParamVisitorMut>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
+    fn visit_params_mut<V: ParamVisitorMut<D>>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
         self.stem.visit_mut(visitor)?;
         for block in &mut self.blocks {
             if let Some(shortcut) = &mut block.shortcut {
@@ -296,21 +305,26 @@ impl Parameters for ResNet50 {
 }
 
 #[derive(Clone, Debug)]
-struct FoldedBlock {
-    shortcut: Option<Conv>,
-    convs: [Conv; 3],
+struct FoldedBlock<D: ModelDevice> {
+    shortcut: Option<Conv<D>>,
+    convs: [Conv<D>; 3],
 }
 
 /// ResNet-50 with batch normalization folded into the convolutions: inference only.
 #[derive(Clone, Debug)]
-pub struct FoldedResNet50 {
-    stem: Conv,
-    blocks: Vec<FoldedBlock>,
+pub struct FoldedResNet50<D: ModelDevice = Cpu> {
+    stem: Conv<D>,
+    blocks: Vec<FoldedBlock<D>>,
 }
 
-impl FoldedResNet50 {
+impl<D: ModelDevice> FoldedResNet50<D> {
+    /// The device the weights live on.
+    pub fn device(&self) -> D {
+        self.stem.kernel.device().clone()
+    }
+
     /// `conv5_block3_out` for an input (B, 3, H, W).
-    pub fn forward(&self, x: Tensor4) -> Tensor4 {
+    pub fn forward(&self, x: Tensor4<NoneTape, D>) -> Tensor4<NoneTape, D> {
         let skip = InputGrad::Skip;
         let x = self.stem.forward(x, skip).relu();
         let mut x = max_pool2d(x, 3, 2, 1);
@@ -322,7 +336,7 @@ impl FoldedResNet50 {
             let y = block.convs[0].forward(x, skip).relu();
             let y = block.convs[1].forward(y, skip).relu();
             let y = block.convs[2].forward(y, skip);
-            x = (y + shortcut).relu();
+            x = add_activations(y, shortcut).relu();
         }
         x
     }

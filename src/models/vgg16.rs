@@ -10,20 +10,20 @@ use rand_chacha::ChaCha8Rng;
 
 use super::layers::Conv;
 use super::{LayerSummary, ModelSummary, ParamVisitor, ParamVisitorMut, Parameters};
-use crate::ops::{max_pool2d, InputGrad, Tensor4};
+use crate::ops::{max_pool2d, InputGrad, ModelDevice, Tensor4};
 
 /// (convolutions, filters) of each block.
 const BLOCKS: [(usize, usize); 5] = [(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)];
 
 #[derive(Clone, Debug)]
-pub struct Vgg16 {
+pub struct Vgg16<D: ModelDevice = Cpu> {
     /// The 13 convolutions in order.
-    pub convs: Vec<Conv>,
+    pub convs: Vec<Conv<D>>,
 }
 
-impl Vgg16 {
+impl<D: ModelDevice> Vgg16<D> {
     /// Randomly initialized (Glorot uniform, zero biases), for tests and for loading weights into.
-    pub fn new(device: &Cpu, seed: u64) -> Self {
+    pub fn new(device: &D, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut convs = Vec::new();
         let mut channels = 3;
@@ -44,8 +44,15 @@ impl Vgg16 {
         Vgg16 { convs }
     }
 
+    /// The same network on `device`.
+    pub fn to_device<D2: ModelDevice>(&self, device: &D2) -> Vgg16<D2> {
+        let mut copy = Vgg16::new(device, 0);
+        super::copy_params(self, &mut copy);
+        copy
+    }
+
     /// The convolutions of block `block` (1-based).
-    fn block(&self, block: usize) -> &[Conv] {
+    fn block(&self, block: usize) -> &[Conv<D>] {
         let start: usize = BLOCKS[..block - 1].iter().map(|b| b.0).sum();
         &self.convs[start..start + BLOCKS[block - 1].0]
     }
@@ -58,11 +65,11 @@ impl Vgg16 {
     /// Runs blocks `blocks` (1-based, e.g. `1..=5` for the whole backbone) on `x`, which must be
     /// the input of the first of them. With a tape, gradients reach these blocks' weights;
     /// the input's own gradient is not computed.
-    pub fn forward_blocks<T: Tape<f32, Cpu>>(
+    pub fn forward_blocks<T: Tape<f32, D>>(
         &self,
-        mut x: Tensor4<T>,
+        mut x: Tensor4<T, D>,
         blocks: RangeInclusive<usize>,
-    ) -> Tensor4<T> {
+    ) -> Tensor4<T, D> {
         assert!(
             *blocks.start() >= 1 && *blocks.end() <= BLOCKS.len(),
             "VGG-16 has blocks 1..=5"
@@ -84,12 +91,12 @@ impl Vgg16 {
     }
 
     /// The whole backbone: `block5_pool` for an input (B, 3, H, W).
-    pub fn forward(&self, x: Tensor4) -> Tensor4 {
+    pub fn forward(&self, x: Tensor4<NoneTape, D>) -> Tensor4<NoneTape, D> {
         self.forward_blocks(x, 1..=BLOCKS.len())
     }
 
     /// Only the parameters of blocks `blocks`, e.g. to fine-tune the last block.
-    pub fn blocks(&self, blocks: RangeInclusive<usize>) -> Vec<Conv> {
+    pub fn blocks(&self, blocks: RangeInclusive<usize>) -> Vec<Conv<D>> {
         blocks.flat_map(|b| self.block(b).to_vec()).collect()
     }
 
@@ -122,7 +129,9 @@ impl Vgg16 {
     }
 }
 
-impl Parameters for Vgg16 {
+impl<D: ModelDevice> Parameters for Vgg16<D> {
+    type Device = D;
+
     fn architecture(&self) -> &'static str {
         "vgg16"
     }
@@ -131,11 +140,11 @@ impl Parameters for Vgg16 {
         serde_json::json!({})
     }
 
-    fn visit_params<V: ParamVisitor>(&self, visitor: &mut V) -> Result<(), V::Error> {
+    fn visit_params<V: ParamVisitor<D>>(&self, visitor: &mut V) -> Result<(), V::Error> {
         self.convs.iter().try_for_each(|c| c.visit(visitor))
     }
 
-    fn visit_params_mut<V: ParamVisitorMut>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
+    fn visit_params_mut<V: ParamVisitorMut<D>>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
         self.convs.iter_mut().try_for_each(|c| c.visit_mut(visitor))
     }
 }

@@ -201,7 +201,7 @@ fn regroup(group: &mut [f32], images: &mut [f32], channels: usize, plane: usize,
 }
 
 /// `y = conv2d(x, weight) + bias` for `x` (B, C, H, W), `weight` (O, C, K, K), `bias` (O,).
-pub fn conv2d<T: Tape<f32, Cpu>>(
+pub fn cpu_conv2d<T: Tape<f32, Cpu>>(
     x: Tensor4<T>,
     weight: &Tensor4,
     bias: &Tensor1,

@@ -1,27 +1,75 @@
-//! Convolution and max-pooling with autograd for dfdx 0.13 on stable Rust.
+//! Convolution and max-pooling with autograd for dfdx 0.13 on stable Rust, on the CPU and
+//! (feature `cuda`) on NVIDIA GPUs.
 //!
 //! dfdx compiles its own conv/pool ops only with its `nightly` feature, which does not build on
-//! stable, so these are custom ops registered on dfdx's public tape API: the forward pass runs
-//! im2col + GEMM (the `gemm` crate, as dfdx uses) over images in parallel, and the backward pass
+//! stable. On the CPU these are custom ops registered on dfdx's public tape API: the forward
+//! pass runs im2col + GEMM (the `gemm` crate) over images in parallel, and the backward pass
 //! computes weight, bias and input gradients and accumulates them into dfdx's `Gradients`.
-//! Layout is NCHW with runtime dimensions. Every reduction runs in a fixed order, so results do
-//! not depend on thread scheduling (training is deterministic for a given seed).
+//! Every reduction runs in a fixed order, so CPU results do not depend on thread scheduling
+//! (training is deterministic for a given seed). On other devices the same ops are composed of
+//! dfdx's public device-generic ops ([`composite`]). Tensors are (B, C, H, W) to callers on
+//! every device; [`ModelDevice`] picks the implementation.
 
+pub mod composite;
 mod conv;
+mod device;
 mod matmul;
 mod pool;
 
-pub use conv::{conv2d, Conv2dGeometry, InputGrad};
-pub use pool::{max_pool2d, Pool2dGeometry};
+pub use conv::{cpu_conv2d, Conv2dGeometry, InputGrad};
+#[cfg(feature = "cuda")]
+pub use device::cuda_device;
+#[doc(hidden)]
+pub use device::no_cuda_in_this_build;
+pub use device::{cpu_ops, set_cpu_ops, CpuOps, DeviceChoice, DeviceError, DeviceJob, ModelDevice};
+pub use pool::{cpu_max_pool2d, Pool2dGeometry};
 
 use dfdx::prelude::*;
 
-/// A 4-D activation tensor (batch, channels, height, width) on the CPU.
-pub type Tensor4<T = NoneTape> = Tensor<(usize, usize, usize, usize), f32, Cpu, T>;
-/// A 1-D tensor (bias) on the CPU.
-pub type Tensor1<T = NoneTape> = Tensor<(usize,), f32, Cpu, T>;
-/// A 2-D tensor (batch, features) on the CPU.
-pub type Tensor2<T = NoneTape> = Tensor<(usize, usize), f32, Cpu, T>;
+/// The shape of a 4-D activation: (batch, channels, height, width).
+pub type Tensor4Shape = (usize, usize, usize, usize);
+/// A 4-D activation tensor (batch, channels, height, width), on the CPU unless `D` says.
+pub type Tensor4<T = NoneTape, D = Cpu> = Tensor<Tensor4Shape, f32, D, T>;
+/// A 1-D tensor (bias).
+pub type Tensor1<T = NoneTape, D = Cpu> = Tensor<(usize,), f32, D, T>;
+/// A 2-D tensor (batch, features).
+pub type Tensor2<T = NoneTape, D = Cpu> = Tensor<(usize, usize), f32, D, T>;
+
+/// `conv2d(x, weight) + bias` for `x` (B, C, H, W), `weight` (O, C, K, K), `bias` (O,), on
+/// whichever device the tensors live.
+pub fn conv2d<D: ModelDevice, T: Tape<f32, D>>(
+    x: Tensor4<T, D>,
+    weight: &Tensor4<NoneTape, D>,
+    bias: &Tensor1<NoneTape, D>,
+    stride: usize,
+    padding: usize,
+    input_grad: InputGrad,
+) -> Tensor4<T, D> {
+    D::conv2d(x, weight, bias, stride, padding, input_grad)
+}
+
+/// Max-pooling of `x` (B, C, H, W) with a square window, on whichever device `x` lives.
+pub fn max_pool2d<D: ModelDevice, T: Tape<f32, D>>(
+    x: Tensor4<T, D>,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Tensor4<T, D> {
+    D::max_pool2d(x, kernel, stride, padding)
+}
+
+/// (B, C, H, W) -> (B, C*H*W), features in (C, H, W) order.
+pub fn flatten<D: ModelDevice, T: Tape<f32, D>>(x: Tensor4<T, D>) -> Tensor2<T, D> {
+    D::flatten(x)
+}
+
+/// `a + b` for two activations of the same shape (residual connections of frozen backbones).
+pub fn add_activations<D: ModelDevice>(
+    a: Tensor4<NoneTape, D>,
+    b: Tensor4<NoneTape, D>,
+) -> Tensor4<NoneTape, D> {
+    D::add_activations(a, b)
+}
 
 /// Positions a window of `kernel` takes along an axis of `input` with `stride` and `padding`.
 fn output_size(input: usize, kernel: usize, stride: usize, padding: usize) -> usize {

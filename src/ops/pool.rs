@@ -88,7 +88,7 @@ impl Pool2dGeometry {
 }
 
 /// Max-pooling of `x` (B, C, H, W) with a `kernel` x `kernel` window.
-pub fn max_pool2d<T: Tape<f32, Cpu>>(
+pub fn cpu_max_pool2d<T: Tape<f32, Cpu>>(
     x: Tensor4<T>,
     kernel: usize,
     stride: usize,

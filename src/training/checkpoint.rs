@@ -10,6 +10,7 @@ use dfdx::prelude::*;
 
 use crate::error::TrainError;
 use crate::models::{LeNet5, LeNet5Config, ParamVisitor, ParamVisitorMut, Parameters};
+use crate::ops::ModelDevice;
 
 /// Format tag stored in every checkpoint's metadata.
 pub const CHECKPOINT_FORMAT: &str = "fashion-mnist/1";
@@ -23,9 +24,9 @@ fn checkpoint_error(path: &Path, message: impl Into<String>) -> TrainError {
 
 struct Collect(Vec<(String, Vec<usize>, Vec<u8>)>);
 
-impl ParamVisitor for Collect {
+impl<D: ModelDevice> ParamVisitor<D> for Collect {
     type Error = std::convert::Infallible;
-    fn visit<S: Shape>(&mut self, name: &str, t: &Tensor<S, f32, Cpu>) -> Result<(), Self::Error> {
+    fn visit<S: Shape>(&mut self, name: &str, t: &Tensor<S, f32, D>) -> Result<(), Self::Error> {
         let bytes = t.as_vec().iter().flat_map(|v| v.to_le_bytes()).collect();
         self.0
             .push((name.to_string(), t.shape().concrete().into(), bytes));
@@ -77,12 +78,12 @@ struct Fill<'a> {
     problems: Vec<String>,
 }
 
-impl ParamVisitorMut for Fill<'_> {
+impl<D: ModelDevice> ParamVisitorMut<D> for Fill<'_> {
     type Error = std::convert::Infallible;
     fn visit<S: Shape>(
         &mut self,
         name: &str,
-        t: &mut Tensor<S, f32, Cpu>,
+        t: &mut Tensor<S, f32, D>,
     ) -> Result<(), Self::Error> {
         self.seen.push(name.to_string());
         let expected: Vec<usize> = t.shape().concrete().into();
@@ -191,7 +192,7 @@ pub(crate) fn metadata_in(
 }
 
 /// Loads a LeNet-5 checkpoint, rebuilding the architecture from its metadata.
-pub fn load_lenet5(device: &Cpu, path: &Path) -> Result<LeNet5, TrainError> {
+pub fn load_lenet5<D: ModelDevice>(device: &D, path: &Path) -> Result<LeNet5<D>, TrainError> {
     let (architecture, config) = read_metadata(path)?;
     if architecture != "lenet5" {
         return Err(checkpoint_error(

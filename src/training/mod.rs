@@ -21,8 +21,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::prepare::{one_hot, Prepared};
 use crate::data::NUM_CLASSES;
 use crate::error::TrainError;
-use crate::models::ImageClassifier;
-use crate::ops::Tensor4;
+use crate::models::{model_device, ImageClassifier};
+use crate::ops::{ModelDevice, Tensor4};
 
 /// What early stopping watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -143,20 +143,20 @@ impl TrainObserver for EpochLines {
 
 /// Copies the images at `indices` into one input tensor (B, C, H, W), each from the variant
 /// `variant_of[i]` (the first variant when `variant_of` is empty).
-fn batch_tensor(
-    device: &Cpu,
+fn batch_tensor<D: ModelDevice>(
+    device: &D,
     variants: &[&Prepared],
     variant_of: &[usize],
     indices: &[usize],
     shape: (usize, usize, usize),
-) -> Tensor4 {
+) -> Tensor4<NoneTape, D> {
     let image_len = shape.0 * shape.1 * shape.2;
     let mut pixels = Vec::with_capacity(indices.len() * image_len);
     for &i in indices {
         let data = variants[variant_of.get(i).copied().unwrap_or(0)];
         pixels.extend_from_slice(&data.pixels[i * image_len..(i + 1) * image_len]);
     }
-    device.tensor_from_vec(pixels, (indices.len(), shape.0, shape.1, shape.2))
+    device.images(&pixels, (indices.len(), shape.0, shape.1, shape.2))
 }
 
 fn check_input<M: ImageClassifier>(model: &M, data: &Prepared) -> Result<(), TrainError> {
@@ -200,6 +200,26 @@ pub(crate) fn on_thread_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     }
 }
 
+/// [`on_thread_pool`] for work on device `D`'s tensors. CPU tensors are `Send` but generic
+/// code cannot say so for every device: a CUDA context belongs to the thread that made it, so
+/// GPU work stays on the calling thread.
+pub(crate) fn on_device_threads<D: ModelDevice, R>(work: impl FnOnce() -> R) -> R {
+    if std::any::TypeId::of::<D>() != std::any::TypeId::of::<Cpu>() {
+        return work();
+    }
+    struct AssertSend<T>(T);
+    // SAFETY: only reached with D = Cpu, where what training and evaluation capture (CPU
+    // tensors, prepared data, `Send` observers) is Send; the calling thread blocks until the
+    // work is done, so nothing is used from two threads at once.
+    unsafe impl<T> Send for AssertSend<T> {}
+    let work = AssertSend(work);
+    on_thread_pool(move || {
+        let work = work;
+        AssertSend((work.0)())
+    })
+    .0
+}
+
 /// Trains `model` in place and returns its history. With early stopping that restores the best
 /// weights, `model` ends with the best epoch's weights.
 pub fn fit<M: ImageClassifier>(
@@ -222,7 +242,9 @@ pub fn fit_augmented<M: ImageClassifier>(
     config: &TrainConfig,
     observer: &mut dyn TrainObserver,
 ) -> Result<History, TrainError> {
-    on_thread_pool(|| fit_here(model, train_variants, validation, config, observer))
+    on_device_threads::<M::Device, _>(|| {
+        fit_here(model, train_variants, validation, config, observer)
+    })
 }
 
 fn fit_here<M: ImageClassifier>(
@@ -258,8 +280,13 @@ fn fit_here<M: ImageClassifier>(
             message: "no training images".into(),
         });
     }
-    // Seeds dropout masks, for models that have dropout.
-    let device = Cpu::seed_from_u64(config.seed);
+    // Seeds dropout masks, for models that have dropout (on the CPU).
+    let device = model_device(model)
+        .ok_or_else(|| TrainError::Config {
+            name: "model".into(),
+            message: "has no parameters to train".into(),
+        })?
+        .for_training(config.seed);
     let shape = model.input_shape();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
@@ -289,7 +316,7 @@ fn fit_here<M: ImageClassifier>(
             let logits = model.forward(x.traced(Gradients::leaky()));
             let logit_values = logits.as_vec();
             let loss = cross_entropy_with_logits_loss(logits, targets);
-            let loss_value = loss.array();
+            let loss_value = loss.as_vec()[0];
             if !loss_value.is_finite() {
                 return Err(TrainError::Diverged {
                     epoch,
@@ -372,9 +399,9 @@ fn fit_here<M: ImageClassifier>(
 
 struct Refresh;
 
-impl crate::models::ParamVisitorMut for Refresh {
+impl<D: ModelDevice> crate::models::ParamVisitorMut<D> for Refresh {
     type Error = std::convert::Infallible;
-    fn visit<S: Shape>(&mut self, _: &str, t: &mut Tensor<S, f32, Cpu>) -> Result<(), Self::Error> {
+    fn visit<S: Shape>(&mut self, _: &str, t: &mut Tensor<S, f32, D>) -> Result<(), Self::Error> {
         let values = t.as_vec();
         *t = t.device().tensor_from_vec(values, *t.shape());
         Ok(())
@@ -390,9 +417,9 @@ fn refresh_param_ids<M: ImageClassifier>(model: &mut M) {
 
 struct FirstNonFinite(Option<String>);
 
-impl crate::models::ParamVisitor for FirstNonFinite {
+impl<D: ModelDevice> crate::models::ParamVisitor<D> for FirstNonFinite {
     type Error = ();
-    fn visit<S: Shape>(&mut self, name: &str, t: &Tensor<S, f32, Cpu>) -> Result<(), ()> {
+    fn visit<S: Shape>(&mut self, name: &str, t: &Tensor<S, f32, D>) -> Result<(), ()> {
         if self.0.is_none() && t.as_vec().iter().any(|v| !v.is_finite()) {
             self.0 = Some(name.to_string());
         }
@@ -426,13 +453,15 @@ impl Evaluation {
 /// Softmax probabilities (10 per image) for `pixels` holding whole images in the model's input
 /// shape, computed in batches of `batch_size`.
 pub fn predict_proba<M: ImageClassifier>(model: &M, pixels: &[f32], batch_size: usize) -> Vec<f32> {
-    let device = Cpu::default();
+    let Some(device) = model_device(model) else {
+        return Vec::new();
+    };
     let (c, h, w) = model.input_shape();
     let image_len = c * h * w;
     let mut out = Vec::with_capacity(pixels.len() / image_len * NUM_CLASSES);
     for chunk in pixels.chunks(batch_size.max(1) * image_len) {
         let n = chunk.len() / image_len;
-        let x: Tensor4 = device.tensor_from_vec(chunk.to_vec(), (n, c, h, w));
+        let x = device.images(chunk, (n, c, h, w));
         out.extend(model.forward(x).softmax::<Axis<1>>().as_vec());
     }
     out
@@ -445,7 +474,8 @@ pub fn evaluate<M: ImageClassifier>(
     batch_size: usize,
 ) -> Result<Evaluation, TrainError> {
     check_input(model, data)?;
-    let probabilities = on_thread_pool(|| predict_proba(model, &data.pixels, batch_size));
+    let probabilities =
+        on_device_threads::<M::Device, _>(|| predict_proba(model, &data.pixels, batch_size));
     let mut loss = 0.0f64;
     let mut predicted = Vec::with_capacity(data.len());
     for (row, &label) in probabilities.chunks_exact(NUM_CLASSES).zip(&data.labels) {

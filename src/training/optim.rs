@@ -4,16 +4,17 @@
 use dfdx::prelude::*;
 
 use crate::models::{ParamVisitorMut, Parameters};
+use crate::ops::ModelDevice;
 
 /// Adam, with Keras' defaults (learning rate 1e-3, betas 0.9/0.999, epsilon 1e-7).
-pub struct Adam {
+pub struct Adam<D: ModelDevice = Cpu> {
     pub config: AdamConfig,
     step: i32,
-    moment1: Gradients<f32, Cpu>,
-    moment2: Gradients<f32, Cpu>,
+    moment1: Gradients<f32, D>,
+    moment2: Gradients<f32, D>,
 }
 
-impl Adam {
+impl<D: ModelDevice> Adam<D> {
     pub fn new(learning_rate: f64) -> Self {
         Adam {
             config: AdamConfig {
@@ -29,25 +30,25 @@ impl Adam {
     }
 
     /// One update of every parameter of `model` from `grads`.
-    pub fn update<M: Parameters>(
+    pub fn update<M: Parameters<Device = D>>(
         &mut self,
         model: &mut M,
-        grads: &mut Gradients<f32, Cpu>,
-    ) -> Result<(), CpuError> {
+        grads: &mut Gradients<f32, D>,
+    ) -> Result<(), D::Err> {
         self.step += 1;
         let mut visitor = AdamStep { adam: self, grads };
         model.visit_params_mut(&mut visitor)
     }
 }
 
-struct AdamStep<'a> {
-    adam: &'a mut Adam,
-    grads: &'a mut Gradients<f32, Cpu>,
+struct AdamStep<'a, D: ModelDevice> {
+    adam: &'a mut Adam<D>,
+    grads: &'a mut Gradients<f32, D>,
 }
 
-impl ParamVisitorMut for AdamStep<'_> {
-    type Error = CpuError;
-    fn visit<S: Shape>(&mut self, _: &str, p: &mut Tensor<S, f32, Cpu>) -> Result<(), CpuError> {
+impl<D: ModelDevice> ParamVisitorMut<D> for AdamStep<'_, D> {
+    type Error = D::Err;
+    fn visit<S: Shape>(&mut self, _: &str, p: &mut Tensor<S, f32, D>) -> Result<(), D::Err> {
         let grad = self.grads.get_or_alloc_mut(p)?;
         let m = self.adam.moment1.get_or_alloc_mut(p)?;
         let v = self.adam.moment2.get_or_alloc_mut(p)?;

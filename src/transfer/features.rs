@@ -14,7 +14,7 @@ use crate::data::prepare::resize_bilinear;
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
 use crate::error::TrainError;
 use crate::models::{FoldedResNet50, Vgg16};
-use crate::ops::Tensor4;
+use crate::ops::{ModelDevice, Tensor4};
 
 /// How pixels are scaled before the backbone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -148,17 +148,22 @@ impl Features {
 }
 
 /// A frozen backbone, ready to compute features at one stage.
-pub enum Extractor {
-    Vgg16(Vgg16, FeatureStage),
-    ResNet50(FoldedResNet50),
+pub enum Extractor<D: ModelDevice = Cpu> {
+    Vgg16(Vgg16<D>, FeatureStage),
+    ResNet50(FoldedResNet50<D>),
 }
 
-impl Extractor {
-    pub fn new(backbone: &LoadedBackbone, stage: FeatureStage) -> Result<Self, TrainError> {
+impl<D: ModelDevice> Extractor<D> {
+    /// The backbone's weights copied to `device`, ready for `stage`.
+    pub fn new(
+        backbone: &LoadedBackbone,
+        stage: FeatureStage,
+        device: &D,
+    ) -> Result<Self, TrainError> {
         match (backbone, stage) {
-            (LoadedBackbone::Vgg16(m), _) => Ok(Extractor::Vgg16(m.clone(), stage)),
+            (LoadedBackbone::Vgg16(m), _) => Ok(Extractor::Vgg16(m.to_device(device), stage)),
             (LoadedBackbone::Resnet50(m), FeatureStage::Output) => {
-                Ok(Extractor::ResNet50(m.fold()))
+                Ok(Extractor::ResNet50(m.to_device(device).fold()))
             }
             (LoadedBackbone::Resnet50(_), FeatureStage::Vgg16Block4) => Err(TrainError::Config {
                 name: "stage".into(),
@@ -167,11 +172,20 @@ impl Extractor {
         }
     }
 
-    fn forward(&self, x: Tensor4) -> Tensor4 {
+    fn forward(&self, x: Tensor4<NoneTape, D>) -> Tensor4<NoneTape, D> {
         match self {
             Extractor::Vgg16(m, FeatureStage::Output) => m.forward(x),
             Extractor::Vgg16(m, FeatureStage::Vgg16Block4) => m.forward_blocks(x, 1..=4),
             Extractor::ResNet50(m) => m.forward(x),
+        }
+    }
+}
+
+impl<D: ModelDevice> Extractor<D> {
+    fn device(&self) -> D {
+        match self {
+            Extractor::Vgg16(m, _) => m.convs[0].kernel.device().clone(),
+            Extractor::ResNet50(m) => m.device(),
         }
     }
 }
@@ -181,14 +195,14 @@ pub const EXTRACTION_BATCH: usize = 64;
 
 /// Features of `images` (784 bytes each), computed in batches; `progress` gets the number of
 /// images done after each batch.
-pub fn extract(
-    extractor: &Extractor,
+pub fn extract<D: ModelDevice>(
+    extractor: &Extractor<D>,
     images: &[u8],
     settings: &FeatureSettings,
     progress: &mut (dyn FnMut(usize) + Send),
 ) -> Features {
-    crate::training::on_thread_pool(|| {
-        let device = Cpu::default();
+    crate::training::on_device_threads::<D, _>(|| {
+        let device = extractor.device();
         let n = images.len() / IMAGE_PIXELS;
         let side = settings.side;
         let mut values = Vec::new();
@@ -201,16 +215,14 @@ pub fn extract(
                     backbone_input(image, side, settings.mirrored, settings.preprocessing)
                 })
                 .collect();
-            let x: Tensor4 = device.tensor_from_vec(input, (count, 3, side, side));
+            let x = device.images(&input, (count, 3, side, side));
             let y = extractor.forward(x);
             let (_, c, h, w) = *y.shape();
             shape = (c, h, w);
             if values.is_empty() {
                 values.reserve_exact(n * c * h * w);
             }
-            let start = values.len();
-            values.resize(start + count * c * h * w, 0.0);
-            y.copy_into(&mut values[start..]);
+            values.extend(D::activations_to_host(y));
             progress((b * EXTRACTION_BATCH + count).min(n));
         }
         Features { values, shape }
@@ -218,22 +230,20 @@ pub fn extract(
 }
 
 /// Runs VGG-16's block 5 on block-4 features (from [`FeatureStage::Vgg16Block4`]).
-pub fn vgg16_block5(model: &Vgg16, block4: &Features) -> Features {
-    crate::training::on_thread_pool(|| {
-        let device = Cpu::default();
+pub fn vgg16_block5<D: ModelDevice>(model: &Vgg16<D>, block4: &Features) -> Features {
+    crate::training::on_device_threads::<D, _>(|| {
+        let device = model.convs[0].kernel.device().clone();
         let (c, h, w) = block4.shape;
         let per_image = c * h * w;
         let mut values = Vec::new();
         let mut shape = (0, 0, 0);
         for batch in block4.values.chunks(EXTRACTION_BATCH * per_image) {
             let count = batch.len() / per_image;
-            let x: Tensor4 = device.tensor_from_vec(batch.to_vec(), (count, c, h, w));
+            let x = device.images(batch, (count, c, h, w));
             let y = model.forward_blocks(x, 5..=5);
             let (_, oc, oh, ow) = *y.shape();
             shape = (oc, oh, ow);
-            let start = values.len();
-            values.resize(start + count * oc * oh * ow, 0.0);
-            y.copy_into(&mut values[start..]);
+            values.extend(D::activations_to_host(y));
         }
         Features { values, shape }
     })
@@ -350,8 +360,9 @@ fn write_cache(
 /// Features of `images` for `settings`: read from `cache_dir` when a file made with the same
 /// settings and images is there, computed (and written there) otherwise. A cache file that is
 /// unreadable or does not match is recomputed and replaced.
-pub fn cached_features(
+pub fn cached_features<D: ModelDevice>(
     backbone: &LoadedBackbone,
+    device: &D,
     images: &[u8],
     settings: &FeatureSettings,
     cache_dir: Option<&Path>,
@@ -381,12 +392,21 @@ pub fn cached_features(
                 stage: FeatureStage::Vgg16Block4,
                 ..settings.clone()
             };
-            let (block4, record) =
-                cached_features(backbone, images, &block4_settings, cache_dir, progress)?;
-            (vgg16_block5(model, &block4), record.from_cache)
+            let (block4, record) = cached_features(
+                backbone,
+                device,
+                images,
+                &block4_settings,
+                cache_dir,
+                progress,
+            )?;
+            (
+                vgg16_block5(&model.to_device(device), &block4),
+                record.from_cache,
+            )
         }
         _ => {
-            let extractor = Extractor::new(backbone, settings.stage)?;
+            let extractor = Extractor::new(backbone, settings.stage, device)?;
             (extract(&extractor, images, settings, progress), false)
         }
     };

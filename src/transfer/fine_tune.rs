@@ -8,20 +8,20 @@ use crate::models::{
     DenseHead, ImageClassifier, LayerSummary, ModelSummary, ParamVisitor, ParamVisitorMut,
     Parameters, Vgg16,
 };
-use crate::ops::{max_pool2d, InputGrad, Tensor2, Tensor4};
+use crate::ops::{flatten, max_pool2d, InputGrad, ModelDevice, Tensor2, Tensor4};
 
 /// VGG-16's block 5 (trainable) and a head, taking `block4_pool` features.
 #[derive(Clone, Debug)]
-pub struct Vgg16Block5WithHead {
-    pub block5: Vec<Conv>,
-    pub head: DenseHead,
+pub struct Vgg16Block5WithHead<D: ModelDevice = Cpu> {
+    pub block5: Vec<Conv<D>>,
+    pub head: DenseHead<D>,
     /// (channels, height, width) of the block-4 features.
     pub input: (usize, usize, usize),
 }
 
-impl Vgg16Block5WithHead {
+impl<D: ModelDevice> Vgg16Block5WithHead<D> {
     /// Starts from the backbone's block 5 and a (trained) head.
-    pub fn new(backbone: &Vgg16, head: DenseHead, input: (usize, usize, usize)) -> Self {
+    pub fn new(backbone: &Vgg16<D>, head: DenseHead<D>, input: (usize, usize, usize)) -> Self {
         Vgg16Block5WithHead {
             block5: backbone.blocks(5..=5),
             head,
@@ -37,23 +37,25 @@ impl Vgg16Block5WithHead {
 /// Names the head's parameters `head.NAME` beside block 5's.
 struct PrefixedRef<'a, V>(&'a mut V);
 
-impl<V: ParamVisitor> ParamVisitor for PrefixedRef<'_, V> {
+impl<D: ModelDevice, V: ParamVisitor<D>> ParamVisitor<D> for PrefixedRef<'_, V> {
     type Error = V::Error;
-    fn visit<S: Shape>(&mut self, name: &str, t: &Tensor<S, f32, Cpu>) -> Result<(), V::Error> {
+    fn visit<S: Shape>(&mut self, name: &str, t: &Tensor<S, f32, D>) -> Result<(), V::Error> {
         self.0.visit(&format!("head.{name}"), t)
     }
 }
 
 struct PrefixedMut<'a, V>(&'a mut V);
 
-impl<V: ParamVisitorMut> ParamVisitorMut for PrefixedMut<'_, V> {
+impl<D: ModelDevice, V: ParamVisitorMut<D>> ParamVisitorMut<D> for PrefixedMut<'_, V> {
     type Error = V::Error;
-    fn visit<S: Shape>(&mut self, name: &str, t: &mut Tensor<S, f32, Cpu>) -> Result<(), V::Error> {
+    fn visit<S: Shape>(&mut self, name: &str, t: &mut Tensor<S, f32, D>) -> Result<(), V::Error> {
         self.0.visit(&format!("head.{name}"), t)
     }
 }
 
-impl Parameters for Vgg16Block5WithHead {
+impl<D: ModelDevice> Parameters for Vgg16Block5WithHead<D> {
+    type Device = D;
+
     fn architecture(&self) -> &'static str {
         "vgg16_block5_head"
     }
@@ -62,14 +64,14 @@ impl Parameters for Vgg16Block5WithHead {
         serde_json::json!({ "head": self.head.config, "input": self.input })
     }
 
-    fn visit_params<V: ParamVisitor>(&self, visitor: &mut V) -> Result<(), V::Error> {
+    fn visit_params<V: ParamVisitor<D>>(&self, visitor: &mut V) -> Result<(), V::Error> {
         for conv in &self.block5 {
             conv.visit(visitor)?;
         }
         self.head.visit_params(&mut PrefixedRef(visitor))
     }
 
-    fn visit_params_mut<V: ParamVisitorMut>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
+    fn visit_params_mut<V: ParamVisitorMut<D>>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
         for conv in &mut self.block5 {
             conv.visit_mut(visitor)?;
         }
@@ -77,12 +79,12 @@ impl Parameters for Vgg16Block5WithHead {
     }
 }
 
-impl ImageClassifier for Vgg16Block5WithHead {
+impl<D: ModelDevice> ImageClassifier for Vgg16Block5WithHead<D> {
     fn input_shape(&self) -> (usize, usize, usize) {
         self.input
     }
 
-    fn forward<T: Tape<f32, Cpu>>(&self, mut x: Tensor4<T>) -> Tensor2<T> {
+    fn forward<T: Tape<f32, D>>(&self, mut x: Tensor4<T, D>) -> Tensor2<T, D> {
         for (i, conv) in self.block5.iter().enumerate() {
             let input_grad = if i == 0 {
                 InputGrad::Skip
@@ -92,9 +94,7 @@ impl ImageClassifier for Vgg16Block5WithHead {
             x = conv.forward(x, input_grad).relu();
         }
         let x = max_pool2d(x, 2, 2, 0);
-        let (batch, c, h, w) = *x.shape();
-        self.head
-            .forward_features(x.reshape_like(&(batch, c * h * w)))
+        self.head.forward_features(flatten(x))
     }
 
     fn summary(&self) -> ModelSummary {

@@ -21,6 +21,7 @@ use crate::data::prepare::{train_validation_split, Prepared};
 use crate::data::Dataset;
 use crate::error::TrainError;
 use crate::models::{DenseHead, HeadConfig, ImageClassifier, ModelSummary};
+use crate::ops::ModelDevice;
 use crate::training::{self, EarlyStopping, Evaluation, History, TrainConfig, TrainObserver};
 
 /// Which weights a backbone carries.
@@ -169,6 +170,9 @@ pub struct TransferOutcome {
     pub recompute_epoch_seconds: Option<f64>,
     pub fine_tune: Option<StageOutcome>,
     pub wall_seconds: f64,
+    /// Where it ran, e.g. "cpu (2 threads)" or "cuda:0" (absent in results of older versions).
+    #[serde(default)]
+    pub device: String,
 }
 
 impl TransferOutcome {
@@ -233,8 +237,9 @@ impl TransferObserver for training::EpochLines {
     }
 }
 
-fn features_of(
+fn features_of<D: ModelDevice>(
     backbone: &LoadedBackbone,
+    device: &D,
     images: &Dataset,
     settings: &FeatureSettings,
     cache_dir: Option<&Path>,
@@ -247,10 +252,14 @@ fn features_of(
         settings.stage,
         if settings.mirrored { ", mirrored" } else { "" }
     ));
-    let (features, record) =
-        cached_features(backbone, &images.images, settings, cache_dir, &mut |done| {
-            observer.on_extraction(done, total)
-        })?;
+    let (features, record) = cached_features(
+        backbone,
+        device,
+        &images.images,
+        settings,
+        cache_dir,
+        &mut |done| observer.on_extraction(done, total),
+    )?;
     let message = if record.from_cache {
         format!("  {what}: from cache")
     } else {
@@ -293,18 +302,43 @@ fn stage_outcome<M: ImageClassifier>(
     })
 }
 
+/// What a transfer-learning run works on.
+pub struct TransferInputs<'a, D: ModelDevice = Cpu> {
+    pub train_set: &'a Dataset,
+    /// Evaluated after training when given.
+    pub test_set: Option<&'a Dataset>,
+    pub backbone: &'a LoadedBackbone,
+    pub weights: &'a WeightsInfo,
+    /// Where features are cached (None: computed every time).
+    pub cache_dir: Option<&'a Path>,
+    /// Where extraction and training run.
+    pub device: &'a D,
+}
+
+impl<D: ModelDevice> Clone for TransferInputs<'_, D> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<D: ModelDevice> Copy for TransferInputs<'_, D> {}
+
 /// Trains the walkthrough's head on `backbone`'s frozen features (computed once, cached in
 /// `cache_dir`), then optionally fine-tunes VGG-16's block 5; evaluates on the validation split
 /// and the test set.
-pub fn run_transfer(
-    train_set: &Dataset,
-    test_set: Option<&Dataset>,
-    backbone: &LoadedBackbone,
-    weights: &WeightsInfo,
+pub fn run_transfer<D: ModelDevice>(
+    inputs: &TransferInputs<'_, D>,
     config: &TransferConfig,
-    cache_dir: Option<&Path>,
     observer: &mut dyn TransferObserver,
 ) -> Result<TransferOutcome, TrainError> {
+    let TransferInputs {
+        train_set,
+        test_set,
+        backbone,
+        weights,
+        cache_dir,
+        device,
+    } = *inputs;
     let started = Instant::now();
     if backbone.architecture() != config.backbone {
         return Err(TrainError::Config {
@@ -352,6 +386,7 @@ pub fn run_transfer(
     let output = settings(FeatureStage::Output, false);
     let (train_features, record) = features_of(
         backbone,
+        device,
         &train_images,
         &output,
         cache_dir,
@@ -361,8 +396,15 @@ pub fn run_transfer(
     extraction.push(("train".to_string(), record));
     let test_features = match test_set {
         Some(test) => {
-            let (f, record) =
-                features_of(backbone, test, &output, cache_dir, observer, "test images")?;
+            let (f, record) = features_of(
+                backbone,
+                device,
+                test,
+                &output,
+                cache_dir,
+                observer,
+                "test images",
+            )?;
             extraction.push(("test".to_string(), record));
             Some(f)
         }
@@ -373,8 +415,7 @@ pub fn run_transfer(
     let validation = train_features.subset(&split.validation);
     drop(train_features);
 
-    let device = Cpu::default();
-    let mut head = DenseHead::new(&device, config.head_config(feature_len), config.seed);
+    let mut head = DenseHead::new(device, config.head_config(feature_len), config.seed);
     let head_summary = head.summary();
     observer.on_stage(&format!(
         "head: {} trainable parameters, {} epochs on {} cached feature vectors",
@@ -394,6 +435,7 @@ pub fn run_transfer(
             let block4 = settings(FeatureStage::Vgg16Block4, false);
             let (all, record) = features_of(
                 backbone,
+                device,
                 &train_images,
                 &block4,
                 cache_dir,
@@ -407,6 +449,7 @@ pub fn run_transfer(
             if ft.mirror {
                 let (mirrored, record) = features_of(
                     backbone,
+                    device,
                     &train_images,
                     &settings(FeatureStage::Vgg16Block4, true),
                     cache_dir,
@@ -418,15 +461,23 @@ pub fn run_transfer(
             }
             let test4 = match test_set {
                 Some(test) => {
-                    let (f, record) =
-                        features_of(backbone, test, &block4, cache_dir, observer, "test images")?;
+                    let (f, record) = features_of(
+                        backbone,
+                        device,
+                        test,
+                        &block4,
+                        cache_dir,
+                        observer,
+                        "test images",
+                    )?;
                     extraction.push(("test block4".to_string(), record));
                     Some(f)
                 }
                 None => None,
             };
             let side4 = config.side / 16;
-            let mut model = Vgg16Block5WithHead::new(vgg, head.clone(), (512, side4, side4));
+            let vgg = vgg.to_device(device);
+            let mut model = Vgg16Block5WithHead::new(&vgg, head.clone(), (512, side4, side4));
             observer.on_stage(&format!(
                 "fine-tuning block 5 + head: {} trainable parameters, {} epochs, learning rate {}{}",
                 model.param_count(),
@@ -468,6 +519,7 @@ pub fn run_transfer(
         recompute_epoch_seconds,
         fine_tune,
         wall_seconds: started.elapsed().as_secs_f64(),
+        device: device.describe(),
     })
 }
 
@@ -543,17 +595,13 @@ pub fn previous_outcome(
 
 /// [`run_transfer`], unless `out_dir` already holds results of the same configuration and
 /// weights (then they are loaded); new results are saved there (atomically).
-#[allow(clippy::too_many_arguments)]
-pub fn run_or_reuse(
+pub fn run_or_reuse<D: ModelDevice>(
     out_dir: &Path,
-    train_set: &Dataset,
-    test_set: Option<&Dataset>,
-    backbone: &LoadedBackbone,
-    weights: &WeightsInfo,
+    inputs: &TransferInputs<'_, D>,
     config: &TransferConfig,
-    cache_dir: Option<&Path>,
     observer: &mut dyn TransferObserver,
 ) -> Result<TransferOutcome, TrainError> {
+    let weights = inputs.weights;
     let path = out_dir.join(result_file_name(config));
     if let Some(outcome) = previous_outcome(&path, config, weights) {
         observer.on_stage(&format!(
@@ -567,9 +615,7 @@ pub fn run_or_reuse(
         "== {}",
         run_label(config.backbone, weights, config.preprocessing)
     ));
-    let outcome = run_transfer(
-        train_set, test_set, backbone, weights, config, cache_dir, observer,
-    )?;
+    let outcome = run_transfer(inputs, config, observer)?;
     std::fs::create_dir_all(out_dir).map_err(|e| crate::error::DataError::io(out_dir, e))?;
     let json = serde_json::to_string_pretty(&outcome).expect("plain data");
     crate::fsutil::write_bytes_atomically(&path, json.as_bytes())?;

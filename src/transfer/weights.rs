@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::TrainError;
 use crate::models::{ParamVisitorMut, Parameters, ResNet50, ResNet50Config, Vgg16};
+use crate::ops::ModelDevice;
 use crate::training::checkpoint;
 
 /// A tensor read from a weights file, as f32 in row-major order.
@@ -381,12 +382,12 @@ struct Fill<'a> {
     zero_missing_conv_bias: bool,
 }
 
-impl ParamVisitorMut for Fill<'_> {
+impl<D: ModelDevice> ParamVisitorMut<D> for Fill<'_> {
     type Error = std::convert::Infallible;
     fn visit<S: Shape>(
         &mut self,
         name: &str,
-        t: &mut Tensor<S, f32, Cpu>,
+        t: &mut Tensor<S, f32, D>,
     ) -> Result<(), Self::Error> {
         let expected: Vec<usize> = t.shape().concrete().into();
         match self.tensors.get(name) {
@@ -409,12 +410,12 @@ impl ParamVisitorMut for Fill<'_> {
 
 fn param_names<P: Parameters>(model: &P) -> Vec<String> {
     struct Names(Vec<String>);
-    impl crate::models::ParamVisitor for Names {
+    impl<D: ModelDevice> crate::models::ParamVisitor<D> for Names {
         type Error = std::convert::Infallible;
         fn visit<S: Shape>(
             &mut self,
             name: &str,
-            _: &Tensor<S, f32, Cpu>,
+            _: &Tensor<S, f32, D>,
         ) -> Result<(), Self::Error> {
             self.0.push(name.to_string());
             Ok(())

@@ -11,7 +11,7 @@ pub use space::{HyperParams, Param, SearchSpace};
 use std::path::Path;
 use std::time::Instant;
 
-use dfdx::prelude::Cpu;
+use crate::ops::{DeviceChoice, DeviceJob, ModelDevice};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -472,18 +472,21 @@ pub struct LeNet5Trials<'a> {
     pub seed: u64,
     /// Early stopping inside each trial.
     pub early_stopping: Option<EarlyStopping>,
+    /// Where trials train (CUDA: run one trial at a time).
+    pub device: DeviceChoice,
 }
 
 impl LeNet5Trials<'_> {
     /// The model and its history for `hyperparams`, trained as trial `trial` was (same seeds,
     /// so the same weights as in the search).
-    pub fn train(
+    pub fn train<D: ModelDevice>(
         &self,
+        device: &D,
         trial: usize,
         hyperparams: &HyperParams,
         epochs: usize,
         execution: usize,
-    ) -> Result<(LeNet5, History), TrainError> {
+    ) -> Result<(LeNet5<D>, History), TrainError> {
         let units = hyperparams
             .get("units")
             .and_then(|v| v.as_u64())
@@ -494,7 +497,7 @@ impl LeNet5Trials<'_> {
             .unwrap_or(1e-3);
         let seed = self.seed ^ ((trial as u64) << 16) ^ ((execution as u64) << 40);
         let mut model = LeNet5::new(
-            &Cpu::default(),
+            device,
             LeNet5Config {
                 dense1_units: units,
             },
@@ -526,7 +529,37 @@ impl TrialRunner for LeNet5Trials<'_> {
         epochs: usize,
         execution: usize,
     ) -> Result<History, TrainError> {
-        self.train(trial, hyperparams, epochs, execution)
-            .map(|(_, h)| h)
+        struct Trial<'a> {
+            trials: &'a LeNet5Trials<'a>,
+            trial: usize,
+            hyperparams: &'a HyperParams,
+            epochs: usize,
+            execution: usize,
+        }
+        impl DeviceJob for Trial<'_> {
+            type Output = Result<History, TrainError>;
+            fn run<D: ModelDevice>(self, device: &D) -> Self::Output {
+                let Trial {
+                    trials,
+                    trial,
+                    hyperparams,
+                    epochs,
+                    execution,
+                } = self;
+                trials
+                    .train(device, trial, hyperparams, epochs, execution)
+                    .map(|(_, h)| h)
+            }
+        }
+        let job = Trial {
+            trials: self,
+            trial,
+            hyperparams,
+            epochs,
+            execution,
+        };
+        self.device
+            .run(job)
+            .map_err(|e| TrainError::Device(e.to_string()))?
     }
 }

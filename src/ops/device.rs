@@ -1,0 +1,361 @@
+//! The devices models run on: the CPU always, NVIDIA GPUs with the `cuda` feature.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use dfdx::prelude::*;
+
+use super::Tensor4Shape;
+use super::{composite, cpu_conv2d, cpu_max_pool2d, InputGrad, Tensor1, Tensor2, Tensor4};
+
+/// A dfdx device with our convolution, pooling and layout helpers. Models, training and
+/// feature extraction are generic over it.
+pub trait ModelDevice: Device<f32> + 'static {
+    /// Short name: `cpu` or `cuda`.
+    const NAME: &'static str;
+    /// The same device as a run-time choice.
+    const CHOICE: DeviceChoice;
+
+    /// See [`super::conv2d`].
+    fn conv2d<T: Tape<f32, Self>>(
+        x: Tensor4<T, Self>,
+        weight: &Tensor4<NoneTape, Self>,
+        bias: &Tensor1<NoneTape, Self>,
+        stride: usize,
+        padding: usize,
+        input_grad: InputGrad,
+    ) -> Tensor4<T, Self>;
+
+    /// See [`super::max_pool2d`].
+    fn max_pool2d<T: Tape<f32, Self>>(
+        x: Tensor4<T, Self>,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Tensor4<T, Self>;
+
+    /// See [`super::flatten`].
+    fn flatten<T: Tape<f32, Self>>(x: Tensor4<T, Self>) -> Tensor2<T, Self>;
+
+    /// See [`super::add_activations`].
+    fn add_activations(
+        a: Tensor4<NoneTape, Self>,
+        b: Tensor4<NoneTape, Self>,
+    ) -> Tensor4<NoneTape, Self>;
+
+    /// The values of a (B, C, H, W) activation in (B, C, H, W) order, on the host.
+    fn activations_to_host(x: Tensor4<NoneTape, Self>) -> Vec<f32> {
+        x.as_vec()
+    }
+
+    /// A batch of images given in (B, C, H, W) order, laid out the way this device's ops read
+    /// fastest.
+    fn images(&self, pixels: &[f32], shape: Tensor4Shape) -> Tensor4<NoneTape, Self>;
+
+    /// The device a training run with `seed` uses: the same memory as `self`, with dropout
+    /// masks drawn from `seed` where the device allows it (CPU).
+    fn for_training(&self, seed: u64) -> Self;
+
+    /// The device in words, for logs and result files.
+    fn describe(&self) -> String;
+}
+
+/// Which implementation the CPU uses for convolution and pooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuOps {
+    /// Custom ops (im2col + GEMM on threads): the fast and deterministic default.
+    Custom,
+    /// The device-generic composition of dfdx ops that GPUs run, for testing that path on
+    /// machines without a GPU.
+    Composite,
+}
+
+static CPU_COMPOSITE: AtomicBool = AtomicBool::new(false);
+
+/// Chooses the CPU implementation for the whole process (tests of the GPU code path).
+pub fn set_cpu_ops(ops: CpuOps) {
+    CPU_COMPOSITE.store(ops == CpuOps::Composite, Ordering::SeqCst);
+}
+
+/// The CPU implementation in use.
+pub fn cpu_ops() -> CpuOps {
+    if CPU_COMPOSITE.load(Ordering::SeqCst) {
+        CpuOps::Composite
+    } else {
+        CpuOps::Custom
+    }
+}
+
+impl ModelDevice for Cpu {
+    const NAME: &'static str = "cpu";
+    const CHOICE: DeviceChoice = DeviceChoice::Cpu;
+
+    fn conv2d<T: Tape<f32, Self>>(
+        x: Tensor4<T, Self>,
+        weight: &Tensor4<NoneTape, Self>,
+        bias: &Tensor1<NoneTape, Self>,
+        stride: usize,
+        padding: usize,
+        input_grad: InputGrad,
+    ) -> Tensor4<T, Self> {
+        match cpu_ops() {
+            CpuOps::Custom => cpu_conv2d(x, weight, bias, stride, padding, input_grad),
+            CpuOps::Composite => composite::conv2d(
+                x,
+                weight,
+                bias,
+                stride,
+                padding,
+                input_grad == InputGrad::Skip,
+            ),
+        }
+    }
+
+    fn max_pool2d<T: Tape<f32, Self>>(
+        x: Tensor4<T, Self>,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Tensor4<T, Self> {
+        match cpu_ops() {
+            CpuOps::Custom => cpu_max_pool2d(x, kernel, stride, padding),
+            CpuOps::Composite => composite::max_pool2d(x, kernel, stride, padding),
+        }
+    }
+
+    fn flatten<T: Tape<f32, Self>>(x: Tensor4<T, Self>) -> Tensor2<T, Self> {
+        match cpu_ops() {
+            CpuOps::Custom => {
+                let (b, c, h, w) = *x.shape();
+                x.reshape_like(&(b, c * h * w))
+            }
+            CpuOps::Composite => composite::flatten(x),
+        }
+    }
+
+    fn add_activations(a: Tensor4<NoneTape, Self>, b: Tensor4<NoneTape, Self>) -> Tensor4 {
+        match cpu_ops() {
+            CpuOps::Custom => a + b,
+            CpuOps::Composite => composite::add(a, b),
+        }
+    }
+
+    fn activations_to_host(x: Tensor4) -> Vec<f32> {
+        match cpu_ops() {
+            // Contiguous: one memory copy (`as_vec` walks an index per element).
+            CpuOps::Custom => super::contiguous_values(&x),
+            CpuOps::Composite => x.as_vec(),
+        }
+    }
+
+    fn images(&self, pixels: &[f32], shape: Tensor4Shape) -> Tensor4 {
+        match cpu_ops() {
+            CpuOps::Custom => self.tensor_from_vec(pixels.to_vec(), shape),
+            CpuOps::Composite => composite::images_batch_last(self, pixels, shape),
+        }
+    }
+
+    fn for_training(&self, seed: u64) -> Self {
+        Cpu::seed_from_u64(seed)
+    }
+
+    fn describe(&self) -> String {
+        let threads = rayon::current_num_threads();
+        match cpu_ops() {
+            CpuOps::Custom => format!("cpu ({threads} threads)"),
+            CpuOps::Composite => format!("cpu ({threads} threads, composite ops)"),
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl ModelDevice for Cuda {
+    const NAME: &'static str = "cuda";
+    const CHOICE: DeviceChoice = DeviceChoice::Cuda;
+
+    fn conv2d<T: Tape<f32, Self>>(
+        x: Tensor4<T, Self>,
+        weight: &Tensor4<NoneTape, Self>,
+        bias: &Tensor1<NoneTape, Self>,
+        stride: usize,
+        padding: usize,
+        input_grad: InputGrad,
+    ) -> Tensor4<T, Self> {
+        let skip = input_grad == InputGrad::Skip;
+        composite::conv2d(x, weight, bias, stride, padding, skip)
+    }
+
+    fn max_pool2d<T: Tape<f32, Self>>(
+        x: Tensor4<T, Self>,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Tensor4<T, Self> {
+        composite::max_pool2d(x, kernel, stride, padding)
+    }
+
+    fn flatten<T: Tape<f32, Self>>(x: Tensor4<T, Self>) -> Tensor2<T, Self> {
+        composite::flatten(x)
+    }
+
+    fn add_activations(
+        a: Tensor4<NoneTape, Self>,
+        b: Tensor4<NoneTape, Self>,
+    ) -> Tensor4<NoneTape, Self> {
+        composite::add(a, b)
+    }
+
+    fn images(&self, pixels: &[f32], shape: Tensor4Shape) -> Tensor4<NoneTape, Self> {
+        composite::images_batch_last(self, pixels, shape)
+    }
+
+    fn for_training(&self, _seed: u64) -> Self {
+        // A second `Cuda` would bring its own stream; tensors must stay on one. Dropout masks
+        // on the GPU therefore come from the device's own generator.
+        self.clone()
+    }
+
+    fn describe(&self) -> String {
+        "cuda:0".to_string()
+    }
+}
+
+/// A device named on the command line or in a notebook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    Cpu,
+    Cuda,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = DeviceError;
+    fn from_str(s: &str) -> Result<Self, DeviceError> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" | "gpu" => Ok(DeviceChoice::Cuda),
+            other => Err(DeviceError(format!(
+                "unknown device {other:?}: use \"cpu\" or \"cuda\""
+            ))),
+        }
+    }
+}
+
+/// Work that runs on whichever device is chosen at run time ([`DeviceChoice::run`]).
+pub trait DeviceJob {
+    type Output;
+    fn run<D: ModelDevice>(self, device: &D) -> Self::Output;
+}
+
+impl DeviceChoice {
+    /// Fails with a clear message when `cuda` is asked for but unavailable (no `cuda` feature
+    /// in this build, no GPU, or no driver).
+    pub fn check(self) -> Result<(), DeviceError> {
+        self.run(CheckOnly)
+    }
+
+    /// Runs `job` on this device (the CPU, or the process' CUDA device).
+    pub fn run<J: DeviceJob>(self, job: J) -> Result<J::Output, DeviceError> {
+        match self {
+            DeviceChoice::Cpu => Ok(job.run(&Cpu::default())),
+            #[cfg(feature = "cuda")]
+            DeviceChoice::Cuda => Ok(job.run(&cuda_device()?)),
+            #[cfg(not(feature = "cuda"))]
+            DeviceChoice::Cuda => Err(DeviceError(
+                "this build has no CUDA support: build with `--features cuda` (see \
+                 scripts/build-cuda.sh and the README's GPU section), or use the CPU"
+                    .into(),
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Cuda => "cuda",
+        }
+    }
+}
+
+struct CheckOnly;
+
+impl DeviceJob for CheckOnly {
+    type Output = ();
+    fn run<D: ModelDevice>(self, _: &D) {}
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a device cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DeviceError(pub String);
+
+/// This thread's CUDA device (GPU `$FASHION_MNIST_CUDA_DEVICE`, default 0), created on first
+/// use. One instance per thread keeps a thread's tensors on one CUDA stream (and a CUDA context
+/// is bound to a thread); dfdx's `Cuda` cannot be shared between threads.
+#[cfg(feature = "cuda")]
+pub fn cuda_device() -> Result<Cuda, DeviceError> {
+    thread_local! {
+        static DEVICE: std::cell::OnceCell<Result<Cuda, DeviceError>> =
+            const { std::cell::OnceCell::new() };
+    }
+    DEVICE.with(|device| {
+        device
+            .get_or_init(|| {
+                let ordinal = std::env::var("FASHION_MNIST_CUDA_DEVICE")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                Cuda::try_build(ordinal, 0).map_err(|e| {
+                    DeviceError(format!(
+                        "no usable CUDA GPU {ordinal}: {e:?}. The CUDA build needs an NVIDIA GPU, \
+                         its driver (libcuda.so.1; CUDA 13 needs driver 580 or newer) and the CUDA \
+                         13 libraries libnvrtc.so.13, libcublas.so.13, libcublasLt.so.13 and \
+                         libcurand.so.10 on the library path (LD_LIBRARY_PATH); see the README's \
+                         GPU section"
+                    ))
+                })
+            })
+            .clone()
+    })
+}
+
+/// The error for `cuda` in a build without the `cuda` feature.
+#[doc(hidden)]
+pub fn no_cuda_in_this_build() -> DeviceError {
+    match DeviceChoice::Cuda.check() {
+        Err(e) => e,
+        Ok(()) => DeviceError("CUDA is available".into()),
+    }
+}
+
+/// `on_device!(choice, device => body)`: evaluates `body` with `device` bound to `&Cpu` or
+/// `&Cuda` as `choice` says, giving `Result<_, DeviceError>`. The body is compiled once per
+/// device type. For this package's own code only: the `cuda` feature is checked where the
+/// macro is expanded.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! on_device {
+    ($choice:expr, $device:ident => $body:expr) => {{
+        match $choice {
+            $crate::ops::DeviceChoice::Cpu => {
+                let $device = &::dfdx::prelude::Cpu::default();
+                Ok($body)
+            }
+            #[cfg(feature = "cuda")]
+            $crate::ops::DeviceChoice::Cuda => match $crate::ops::cuda_device() {
+                Ok(gpu) => {
+                    let $device = &gpu;
+                    Ok($body)
+                }
+                Err(e) => Err(e),
+            },
+            #[cfg(not(feature = "cuda"))]
+            $crate::ops::DeviceChoice::Cuda => Err($crate::ops::no_cuda_in_this_build()),
+        }
+    }};
+}
