@@ -30,6 +30,12 @@
 // compiles the library and its dependencies (several minutes); later runs reuse the build and take
 // seconds. Everything after it is short calls into the library: the code that does the work lives in
 // `src/`, under the same names the text uses.
+//
+// Training runs on the CPU unless the kernel was started with `FASHION_MNIST_DEVICE=cuda` or a cell
+// calls `use_device("cuda")`: then LeNet-5 trains on an NVIDIA GPU and the trained weights come back
+// to the CPU for the cells that inspect them. That needs the library built with CUDA support: start
+// Jupyter from a shell prepared with `eval "$(scripts/build-cuda.sh env)"` and write
+// `:dep fashion-mnist = { path = "..", features = ["cuda"] }` in the first cell (README, "GPU").
 
 // %%
 // :dep fashion-mnist = { path = ".." }

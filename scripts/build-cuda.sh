@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Builds (or type-checks) the `cuda` feature on a machine WITHOUT a GPU or a CUDA toolkit.
 #
-#   scripts/build-cuda.sh check   cargo check --features cuda --all-targets (nvcc only; CI runs this)
+#   scripts/build-cuda.sh check   cargo clippy/check --features cuda --all-targets (nvcc only; CI runs this)
 #   scripts/build-cuda.sh build   release binary target/release/fashion-mnist with CUDA support
 #   scripts/build-cuda.sh tests   also the release test binaries (cargo test --no-run), for a GPU machine
 #   scripts/build-cuda.sh env     print the environment the build uses (eval "$(... env)")
 #
 # dfdx's `cuda` feature (through cudarc 0.9) compiles CUDA kernels to PTX with nvcc, asks
 # `nvidia-smi` for the GPU's compute capability, and links libcuda, libnvrtc, libcublas(Lt) and
-# libcurand at build time. Debian has no CUDA toolkit, but NVIDIA publishes its pieces on PyPI;
+# build time. Debian has no CUDA toolkit, but NVIDIA publishes its pieces on PyPI;
 # this script installs CUDA 13.0 ones into a virtual environment (~1.2 GB for `build`, less for
 # `check`), answers the compute-capability question with a stand-in `nvidia-smi`
 # (CUDA_COMPUTE_CAP, default 90 = H100), and links against a stand-in libcuda.so whose functions
@@ -37,7 +37,7 @@ esac
 # Wheels pinned to CUDA 13.0. `check` compiles kernels but links nothing.
 check_wheels=(nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88
     nvidia-cuda-runtime==13.0.96 "nvidia-cuda-cccl==13.0.*")
-link_wheels=(nvidia-cuda-nvrtc==13.0.88 "nvidia-cublas>=13.0,<13.1" nvidia-curand==10.4.0.35)
+link_wheels=(nvidia-cuda-nvrtc==13.0.88 "nvidia-cublas>=13.0,<13.1")
 
 venv=$toolchain/venv
 if [ ! -x "$venv/bin/python" ]; then
@@ -86,7 +86,7 @@ if [ "$mode" != check ]; then
             sed 's/pub fn \(.*\)/int \1(void) { return 999; }/' >"$link/libcuda_stub.c"
         cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$link/libcuda.so" "$link/libcuda_stub.c"
     fi
-    for lib in nvrtc cublas cublasLt curand; do
+    for lib in nvrtc cublas cublasLt; do
         target=$(ls "$cuda_root"/lib/lib$lib.so.* 2>/dev/null | grep -v alt | head -n1)
         if [ -z "$target" ]; then
             echo "error: lib$lib.so.* not found under $cuda_root/lib" >&2
@@ -109,13 +109,18 @@ env)
         "$CUDA_ROOT" "$CUDA_COMPUTE_CAP" "$PATH" "$RUSTFLAGS"
     ;;
 check)
-    cargo check --locked --features cuda --all-targets "$@"
+    # Lints too, so CUDA-only code stays as clean as the rest.
+    if cargo clippy --version >/dev/null 2>&1; then
+        cargo clippy --locked --features cuda --all-targets "$@" -- -D warnings
+    else
+        cargo check --locked --features cuda --all-targets "$@"
+    fi
     ;;
 build)
     cargo build --locked --release --features cuda "$@"
     echo "built target/release/fashion-mnist with CUDA support (compute capability $compute_cap)." >&2
-    echo "At run time it needs the NVIDIA driver (libcuda.so.1) and libnvrtc.so.13, libcublas.so.13," >&2
-    echo "libcublasLt.so.13 and libcurand.so.10 on LD_LIBRARY_PATH (e.g. $cuda_root/lib)." >&2
+    echo "At run time it needs the NVIDIA driver (libcuda.so.1) and libnvrtc.so.13, libcublas.so.13" >&2
+    echo "and libcublasLt.so.13 on LD_LIBRARY_PATH (e.g. $cuda_root/lib)." >&2
     ;;
 tests)
     cargo build --locked --release --features cuda "$@"

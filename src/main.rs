@@ -1093,6 +1093,18 @@ fn run_bench(args: BenchArgs, device: DeviceChoice) -> Result<()> {
     Ok(())
 }
 
+/// `scripts/NAME` of the checkout in the working directory, else of the one this binary was
+/// built from (a binary copied to another machine runs from that machine's checkout).
+fn bench_script(name: &str) -> PathBuf {
+    let here = Path::new("scripts").join(name);
+    if here.is_file() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name)
+}
+
 /// Runs `scripts/SCRIPT` with `python` on the same images and settings; collects its
 /// `epoch_seconds EPOCH SECONDS` lines.
 fn peer_epochs(
@@ -1103,9 +1115,7 @@ fn peer_epochs(
     args: &BenchArgs,
     extra: &[&str],
 ) -> Result<Vec<(String, usize, f64)>> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scripts")
-        .join(script);
+    let script = bench_script(script);
     eprintln!("timing {label}: {} {}", python.display(), script.display());
     let output = std::process::Command::new(python)
         .arg(&script)
@@ -1506,7 +1516,7 @@ fn run_transfer_bench(
         }
     }
     if let Some(python) = &args.keras {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/keras_transfer_bench.py");
+        let script = bench_script("keras_transfer_bench.py");
         eprintln!("timing Keras: {} {}", python.display(), script.display());
         let output = std::process::Command::new(python)
             .arg(&script)

@@ -215,7 +215,7 @@ impl ModelDevice for Cuda {
     }
 
     fn describe(&self) -> String {
-        "cuda:0".to_string()
+        format!("cuda:{}", cuda_ordinal())
     }
 }
 
@@ -306,22 +306,67 @@ pub fn cuda_device() -> Result<Cuda, DeviceError> {
     DEVICE.with(|device| {
         device
             .get_or_init(|| {
-                let ordinal = std::env::var("FASHION_MNIST_CUDA_DEVICE")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
+                let ordinal = cuda_ordinal();
+                gpu_present(ordinal)?;
                 Cuda::try_build(ordinal, 0).map_err(|e| {
                     DeviceError(format!(
-                        "no usable CUDA GPU {ordinal}: {e:?}. The CUDA build needs an NVIDIA GPU, \
+                        "no usable CUDA GPU {ordinal}: {}. The CUDA build needs an NVIDIA GPU, \
                          its driver (libcuda.so.1; CUDA 13 needs driver 580 or newer) and the CUDA \
-                         13 libraries libnvrtc.so.13, libcublas.so.13, libcublasLt.so.13 and \
-                         libcurand.so.10 on the library path (LD_LIBRARY_PATH); see the README's \
-                         GPU section"
+                         13 libraries libnvrtc.so.13, libcublas.so.13 and libcublasLt.so.13 on the \
+                         library path (LD_LIBRARY_PATH); see the README's GPU section",
+                        cuda_error_text(&e)
                     ))
                 })
             })
             .clone()
     })
+}
+
+/// Asks the driver for GPU `ordinal` (dfdx's `Cuda::try_build` panics when there is none).
+#[cfg(feature = "cuda")]
+fn gpu_present(ordinal: usize) -> Result<(), DeviceError> {
+    use cudarc::driver::result;
+    let unusable = |what: String| {
+        DeviceError(format!(
+            "no usable CUDA GPU {ordinal}: {what}. The CUDA build needs an NVIDIA GPU and its \
+             driver (libcuda.so.1; CUDA 13 needs driver 580 or newer); see the README's GPU section"
+        ))
+    };
+    let driver_text = |e: &result::DriverError| match e.error_string() {
+        Ok(text) => format!("{:?}: {}", e.0, text.to_string_lossy()),
+        Err(_) => format!("{:?}", e.0),
+    };
+    result::init()
+        .map_err(|e| unusable(format!("the driver did not start ({})", driver_text(&e))))?;
+    let count = result::device::get_count()
+        .map_err(|e| unusable(format!("cannot count GPUs ({})", driver_text(&e))))?;
+    if ordinal >= count.max(0) as usize {
+        return Err(unusable(format!("the driver sees {count} GPU(s)")));
+    }
+    Ok(())
+}
+
+/// A CUDA error in words. (cudarc's `Debug` for driver errors unwraps the driver's own error
+/// text, which panics when the driver cannot give one.)
+#[cfg(feature = "cuda")]
+fn cuda_error_text(error: &dfdx::tensor::CudaError) -> String {
+    match error {
+        dfdx::tensor::CudaError::Driver(driver) => match driver.error_string() {
+            Ok(text) => format!("{:?}: {}", driver.0, text.to_string_lossy()),
+            Err(_) => format!("{:?}", driver.0),
+        },
+        dfdx::tensor::CudaError::Blas(blas) => format!("cuBLAS {:?}", blas.0),
+        dfdx::tensor::CudaError::Cpu(cpu) => format!("{cpu:?}"),
+    }
+}
+
+/// The GPU to use: `$FASHION_MNIST_CUDA_DEVICE`, default 0.
+#[cfg(feature = "cuda")]
+fn cuda_ordinal() -> usize {
+    std::env::var("FASHION_MNIST_CUDA_DEVICE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The error for `cuda` in a build without the `cuda` feature.

@@ -4,12 +4,14 @@ use std::path::Path;
 
 use fashion_mnist::data::{csv, source, Dataset};
 
-/// A few thousand real training images when the Debian package is installed (CI installs
-/// it), else the committed 200-image sample.
+/// A few thousand real training images from `$FASHION_MNIST_DATA` (a directory with the IDX
+/// files; for test binaries copied to another machine) or the Debian package (CI installs it),
+/// else the committed 200-image sample.
 pub fn real_train_and_heldout() -> (Dataset, Dataset) {
-    let debian = Path::new(source::DEBIAN_DATA_DIR);
+    let from_env = std::env::var_os("FASHION_MNIST_DATA").map(std::path::PathBuf::from);
+    let debian = from_env.unwrap_or_else(|| Path::new(source::DEBIAN_DATA_DIR).to_path_buf());
     if debian.join("train-images-idx3-ubyte.gz").is_file() {
-        let loaded = source::load(&source::locate(Some(debian)).unwrap()).unwrap();
+        let loaded = source::load(&source::locate(Some(&debian)).unwrap()).unwrap();
         (loaded.train.head(4000), loaded.test.unwrap().head(1000))
     } else {
         eprintln!("note: real IDX files not installed; using the 200-image sample");
