@@ -93,7 +93,8 @@ section() {
 if [ "$mode" = tests ] || [ "$mode" = all ]; then
     section "Device tests (tests/device.rs, CPU composite and CUDA)" >>"$results"
     # One test at a time: one GPU, and the CPU tests switch a process-wide setting.
-    if "$bundle/bin/device-tests" --test-threads 1 2>&1 | tee -a "$results.log" | grep -E "^test |test result" >>"$results"; then
+    if "$bundle/bin/device-tests" --test-threads 1 2>&1 | tee -a "$results.log" |
+        grep -E "^test |test result|panicked at|relative error|no usable|accuracy" >>"$results"; then
         grep -q "test result: ok" "$results" || status=1
     else
         status=1

@@ -283,9 +283,18 @@ fn report_runs_the_whole_study_and_reuses_finished_stages() {
         table.lines().next()
     );
 
-    let cuda = run(&["report", "--device", "cuda", "--data", s.to_str().unwrap()]);
-    assert!(!cuda.status.success());
-    assert!(String::from_utf8_lossy(&cuda.stderr).contains("no CUDA support"));
+    // A build without the `cuda` feature refuses the GPU by name, before doing any work.
+    if cfg!(not(feature = "cuda")) {
+        for command in ["report", "train"] {
+            let cuda = run(&[command, "--device", "cuda", "--data", s.to_str().unwrap()]);
+            assert!(!cuda.status.success());
+            let err = String::from_utf8_lossy(&cuda.stderr);
+            assert!(
+                err.contains("--device cuda: this build has no CUDA support"),
+                "{err}"
+            );
+        }
+    }
 }
 
 fn num_threads() -> usize {
