@@ -5,6 +5,11 @@
 # the VGG-16 head), and writes everything to ${OUT:-.}/gpu-results.md (machine, date, numbers).
 #
 #   scripts/gpu-verify.sh [tests|bench|all]      (default: all)
+#   scripts/gpu-verify.sh report-start            the whole study on the GPU, in the background
+#   scripts/gpu-verify.sh report-status           its progress; when done, report.html and
+#                                                 results.json go to $OUT
+# The study needs data/weights/vgg16_imagenet.safetensors (58 MB: carry it in its own call) and
+# runs longer than one call; runs/report-cuda/ keeps its state (a rerun resumes).
 #
 # Settings: CUDA_LIBS (directory with libcublas.so.13, libcublasLt.so.13, libnvrtc.so.13; default:
 # PyTorch's bundled CUDA 13 libraries or /usr/local/cuda), TORCH_PYTHON (python with torch),
@@ -71,6 +76,28 @@ if [ -z "${TORCH_PYTHON:-}" ]; then
         fi
     done
 fi
+
+report_dir=runs/report-cuda
+case "$mode" in
+report-start)
+    [ -f data/weights/vgg16_imagenet.safetensors ] ||
+        fail "data/weights/vgg16_imagenet.safetensors missing (carry data/weights)"
+    mkdir -p "$report_dir"
+    nohup "$bundle/bin/fashion-mnist" --device cuda report --data "$FASHION_MNIST_DATA" \
+        --out "$report_dir" >"$report_dir.log" 2>&1 &
+    echo "started (pid $!): scripts/gpu-verify.sh report-status shows progress"
+    exit 0
+    ;;
+report-status)
+    tail -c 3000 "$report_dir.log" | tr '\r' '\n' | tail -n 15
+    if [ -f "$report_dir/results.json" ] && ! pgrep -f "fashion-mnist --device cuda report" >/dev/null; then
+        mkdir -p "$out"
+        cp "$report_dir/report.html" "$report_dir/results.json" "$report_dir.log" "$out/"
+        echo "done: report.html, results.json and the log are in $out"
+    fi
+    exit 0
+    ;;
+esac
 
 mkdir -p "$out"
 {
