@@ -16,7 +16,7 @@ use crate::data::prepare::{split_scaled, Prepared};
 use crate::data::{eda, FashionMnist, CLASS_NAMES};
 use crate::error::TrainError;
 use crate::models::{ImageClassifier, LeNet5, LeNet5Config};
-use crate::ops::{DeviceChoice, DeviceJob, ModelDevice};
+use crate::ops::{DeviceChoice, ModelDevice};
 use crate::plots::{self, Chart};
 use crate::report::Table;
 use crate::training::{
@@ -534,26 +534,7 @@ pub fn run_study(
     device: DeviceChoice,
     observer: &mut dyn StudyObserver,
 ) -> Result<StudyResults, TrainError> {
-    struct Study<'a> {
-        data: &'a FashionMnist,
-        preset: &'a StudyPreset,
-        paths: &'a StudyPaths,
-        observer: &'a mut dyn StudyObserver,
-    }
-    impl DeviceJob for Study<'_> {
-        type Output = Result<StudyResults, TrainError>;
-        fn run<D: ModelDevice>(self, device: &D) -> Self::Output {
-            run_study_on(self.data, self.preset, self.paths, device, self.observer)
-        }
-    }
-    let job = Study {
-        data,
-        preset,
-        paths,
-        observer,
-    };
-    device
-        .run(job)
+    crate::on_device!(device, d => run_study_on(data, preset, paths, d, observer))
         .map_err(|e| TrainError::Device(e.to_string()))?
 }
 

@@ -11,7 +11,7 @@ pub use space::{HyperParams, Param, SearchSpace};
 use std::path::Path;
 use std::time::Instant;
 
-use crate::ops::{DeviceChoice, DeviceJob, ModelDevice};
+use crate::ops::{DeviceChoice, ModelDevice};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -529,37 +529,10 @@ impl TrialRunner for LeNet5Trials<'_> {
         epochs: usize,
         execution: usize,
     ) -> Result<History, TrainError> {
-        struct Trial<'a> {
-            trials: &'a LeNet5Trials<'a>,
-            trial: usize,
-            hyperparams: &'a HyperParams,
-            epochs: usize,
-            execution: usize,
-        }
-        impl DeviceJob for Trial<'_> {
-            type Output = Result<History, TrainError>;
-            fn run<D: ModelDevice>(self, device: &D) -> Self::Output {
-                let Trial {
-                    trials,
-                    trial,
-                    hyperparams,
-                    epochs,
-                    execution,
-                } = self;
-                trials
-                    .train(device, trial, hyperparams, epochs, execution)
-                    .map(|(_, h)| h)
-            }
-        }
-        let job = Trial {
-            trials: self,
-            trial,
-            hyperparams,
-            epochs,
-            execution,
-        };
-        self.device
-            .run(job)
-            .map_err(|e| TrainError::Device(e.to_string()))?
+        crate::on_device!(self.device, d => {
+            self.train(d, trial, hyperparams, epochs, execution)
+                .map(|(_, h)| h)
+        })
+        .map_err(|e| TrainError::Device(e.to_string()))?
     }
 }
