@@ -458,6 +458,10 @@ fn main() {
             .build_global()
             .expect("thread pool is configured once");
     }
+    // The GPU's code path on the CPU, for checking or timing it on a machine without a GPU.
+    if std::env::var("FASHION_MNIST_CPU_OPS").as_deref() == Ok("composite") {
+        fashion_mnist::ops::set_cpu_ops(fashion_mnist::ops::CpuOps::Composite);
+    }
     let device = DeviceChoice::from(cli.device);
     let result = device
         .check()
@@ -1075,13 +1079,14 @@ fn run_bench(args: BenchArgs, device: DeviceChoice) -> Result<()> {
             &extra,
         )?);
     }
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(6);
     println!(
-        "{:<44} {:>6} {:>8} {:>6} {:>10} {:>10}",
+        "{:<width$} {:>6} {:>8} {:>6} {:>10} {:>10}",
         "system", "epoch", "images", "batch", "seconds", "images/s"
     );
     for (system, epoch, seconds) in &rows {
         println!(
-            "{:<44} {:>6} {:>8} {:>6} {:>10.2} {:>10.0}",
+            "{:<width$} {:>6} {:>8} {:>6} {:>10.2} {:>10.0}",
             system,
             epoch,
             args.images,
@@ -1552,14 +1557,15 @@ fn run_transfer_bench(
             }
         }
     }
-    println!("{:<28} {:<52} {:>12}", "system", "measurement", "value");
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(6);
+    println!("{:<width$} {:<52} {:>12}", "system", "measurement", "value");
     for (system, what, value) in &rows {
         let unit = if what.contains("extraction") {
             "images/s"
         } else {
             "s"
         };
-        println!("{system:<28} {what:<52} {value:>9.1} {unit}");
+        println!("{system:<width$} {what:<52} {value:>9.1} {unit}");
     }
     Ok(())
 }
