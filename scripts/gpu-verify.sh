@@ -13,13 +13,13 @@
 #
 # Settings: CUDA_LIBS (directory with libcublas.so.13, libcublasLt.so.13, libnvrtc.so.13; default:
 # PyTorch's bundled CUDA 13 libraries or /usr/local/cuda), TORCH_PYTHON (python with torch),
-# FASHION_MNIST_DATA (IDX files; default gpu-bundle/data), EXTRACT_IMAGES (default 60000).
+# FASHION_MNIST_DATA (IDX files; default gpu-bundle/data), EXTRACT_IMAGES (default 70000).
 set -uo pipefail
 mode=${1:-all}
 bundle=gpu-bundle
 out=${OUT:-.}
 results=$out/gpu-results.md
-extract_images=${EXTRACT_IMAGES:-60000}
+extract_images=${EXTRACT_IMAGES:-70000}
 fail() {
     echo "error: $*" >&2
     exit 1

@@ -190,7 +190,8 @@ impl<D: ModelDevice> Extractor<D> {
     }
 }
 
-/// Images per forward pass of feature extraction.
+/// Images per forward pass of feature extraction on the CPU (see
+/// [`ModelDevice::extraction_batch`]).
 pub const EXTRACTION_BATCH: usize = 64;
 
 /// Features of `images` (784 bytes each), computed in batches; `progress` gets the number of
@@ -207,7 +208,8 @@ pub fn extract<D: ModelDevice>(
         let side = settings.side;
         let mut values = Vec::new();
         let mut shape = (0, 0, 0);
-        for (b, batch) in images.chunks(EXTRACTION_BATCH * IMAGE_PIXELS).enumerate() {
+        let batch_images = device.extraction_batch();
+        for (b, batch) in images.chunks(batch_images * IMAGE_PIXELS).enumerate() {
             let count = batch.len() / IMAGE_PIXELS;
             let input: Vec<f32> = batch
                 .chunks_exact(IMAGE_PIXELS)
@@ -223,7 +225,7 @@ pub fn extract<D: ModelDevice>(
                 values.reserve_exact(n * c * h * w);
             }
             values.extend(D::activations_to_host(y));
-            progress((b * EXTRACTION_BATCH + count).min(n));
+            progress((b * batch_images + count).min(n));
         }
         Features { values, shape }
     })
@@ -237,7 +239,7 @@ pub fn vgg16_block5<D: ModelDevice>(model: &Vgg16<D>, block4: &Features) -> Feat
         let per_image = c * h * w;
         let mut values = Vec::new();
         let mut shape = (0, 0, 0);
-        for batch in block4.values.chunks(EXTRACTION_BATCH * per_image) {
+        for batch in block4.values.chunks(device.extraction_batch() * per_image) {
             let count = batch.len() / per_image;
             let x = device.images(batch, (count, c, h, w));
             let y = model.forward_blocks(x, 5..=5);

@@ -229,8 +229,9 @@ impl TransferObserver for training::EpochLines {
         println!("{message}");
     }
     fn on_extraction(&mut self, done: usize, total: usize) {
-        // About every 10,000 images, and at the end.
-        let step = 10_000usize.div_ceil(features::EXTRACTION_BATCH) * features::EXTRACTION_BATCH;
+        // About every 10,000 images (a multiple of the CPU's and the GPU's batches), and at the
+        // end.
+        let step = 10_240;
         if done == total || done.is_multiple_of(step) {
             println!("  {done}/{total} images");
         }
