@@ -838,11 +838,6 @@ fn run_tune(args: TuneArgs, device: DeviceChoice) -> Result<()> {
         early_stopping: args.early_stopping.map(EarlyStopping::new),
         device,
     };
-    let parallel = match device {
-        DeviceChoice::Cpu => args.parallel.unwrap_or_else(rayon::current_num_threads),
-        // A GPU's context belongs to one thread: one trial at a time.
-        DeviceChoice::Cuda => 1,
-    };
     let options = SearchOptions {
         objective: match args.objective {
             ObjectiveArg::ValAccuracy => Objective::MaxValAccuracy,
@@ -850,7 +845,7 @@ fn run_tune(args: TuneArgs, device: DeviceChoice) -> Result<()> {
         },
         executions_per_trial: args.executions,
         seed: args.seed,
-        parallel_trials: parallel,
+        parallel_trials: args.parallel.unwrap_or_else(rayon::current_num_threads),
     };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -1064,10 +1059,7 @@ fn run_bench(args: BenchArgs, device: DeviceChoice) -> Result<()> {
         )?);
     }
     if let Some(python) = &args.torch {
-        let torch_device = match device {
-            DeviceChoice::Cpu => "cpu",
-            DeviceChoice::Cuda => "cuda",
-        };
+        let torch_device = device.name();
         let label = format!("PyTorch eager ({torch_device})");
         let extra = ["--device", torch_device];
         rows.extend(peer_epochs(

@@ -263,15 +263,6 @@ pub fn train_lenet5(
     split: &SplitData,
     config: &TrainConfig,
 ) -> Result<History, TrainError> {
-    if device() == DeviceChoice::Cpu {
-        return training::fit(
-            model,
-            &split.train,
-            Some(&split.validation),
-            config,
-            &mut EpochLines,
-        );
-    }
     crate::on_device!(device(), d => {
         let mut on_device = model.to_device(d);
         let history = training::fit(

@@ -360,11 +360,7 @@ fn tuning_stage(
         objective: Objective::MaxValAccuracy,
         executions_per_trial: 1,
         seed: preset.seed,
-        // One GPU runs one trial at a time (its context belongs to one thread).
-        parallel_trials: match device {
-            DeviceChoice::Cpu => rayon::current_num_threads(),
-            DeviceChoice::Cuda => 1,
-        },
+        parallel_trials: rayon::current_num_threads(),
     };
     let results = tuning::random_search(
         &SearchSpace::walkthrough(),

@@ -71,60 +71,35 @@ fn assert_close(what: &str, got: &[f32], expected: &[f32], tolerance: f32) {
 /// (output, d_input, d_weight, d_bias) of `sum(conv(x) * upstream)`.
 type ConvResult = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
 
-#[allow(clippy::too_many_arguments)]
-fn conv_on<D: ModelDevice>(
-    device: &D,
-    batch_last_input: bool,
+/// One convolution's inputs.
+struct ConvCase {
     shape: (usize, usize, usize, usize),
-    x: &[f32],
-    (w, w_shape): (&[f32], (usize, usize, usize, usize)),
-    b: &[f32],
-    (stride, padding): (usize, usize),
-    upstream: &[f32],
-) -> ConvResult {
-    let input: Tensor4<NoneTape, D> = if batch_last_input {
-        device.images(x, shape)
-    } else {
-        device.tensor_from_vec(x.to_vec(), shape)
-    };
-    let weight: Tensor4<NoneTape, D> = device.tensor_from_vec(w.to_vec(), w_shape);
-    let bias: Tensor1<NoneTape, D> = device.tensor_from_vec(b.to_vec(), (b.len(),));
-    let traced = input.clone().traced(Gradients::leaky());
-    let out = conv2d(traced, &weight, &bias, stride, padding, InputGrad::Compute);
-    let out_shape = *out.shape();
-    let values = out.as_vec();
-    let up: Tensor4<NoneTape, D> = device.tensor_from_vec(upstream.to_vec(), out_shape);
-    let grads = (out * up).sum().backward();
-    (
-        values,
-        grads.get(&input).as_vec(),
-        grads.get(&weight).as_vec(),
-        grads.get(&bias).as_vec(),
-    )
+    x: Vec<f32>,
+    w_shape: (usize, usize, usize, usize),
+    w: Vec<f32>,
+    b: Vec<f32>,
+    upstream: Vec<f32>,
 }
 
-fn conv_reference(
-    shape: (usize, usize, usize, usize),
-    x: &[f32],
-    (w, w_shape): (&[f32], (usize, usize, usize, usize)),
-    b: &[f32],
-    (stride, padding): (usize, usize),
-    upstream: &[f32],
+type Traced<D> = Tensor4<OwnedTape<f32, D>, D>;
+
+/// Runs `conv` on `case` on `device` (input uploaded in plain or batch-last memory order).
+fn run_conv<D: ModelDevice>(
+    device: &D,
+    case: &ConvCase,
+    batch_last_input: bool,
+    conv: impl Fn(Traced<D>, &Tensor4<NoneTape, D>, &Tensor1<NoneTape, D>) -> Traced<D>,
 ) -> ConvResult {
-    let device = Cpu::default();
-    let input: Tensor4 = device.tensor_from_vec(x.to_vec(), shape);
-    let weight: Tensor4 = device.tensor_from_vec(w.to_vec(), w_shape);
-    let bias: Tensor1 = device.tensor_from_vec(b.to_vec(), (b.len(),));
-    let out = cpu_conv2d(
-        input.clone().traced(Gradients::leaky()),
-        &weight,
-        &bias,
-        stride,
-        padding,
-        InputGrad::Compute,
-    );
+    let input: Tensor4<NoneTape, D> = if batch_last_input {
+        device.images(&case.x, case.shape)
+    } else {
+        device.tensor_from_vec(case.x.clone(), case.shape)
+    };
+    let weight: Tensor4<NoneTape, D> = device.tensor_from_vec(case.w.clone(), case.w_shape);
+    let bias: Tensor1<NoneTape, D> = device.tensor_from_vec(case.b.clone(), (case.b.len(),));
+    let out = conv(input.clone().traced(Gradients::leaky()), &weight, &bias);
     let values = out.as_vec();
-    let up: Tensor4 = device.tensor_from_vec(upstream.to_vec(), *out.shape());
+    let up: Tensor4<NoneTape, D> = device.tensor_from_vec(case.upstream.clone(), *out.shape());
     let grads = (out * up).sum().backward();
     (
         values,
@@ -148,33 +123,30 @@ fn check_conv2d<D: ModelDevice>(device: &D) {
         (3, 2, 5, 3, 5, 1, 2),
     ];
     for (batch, channels, side, filters, kernel, stride, padding) in cases {
-        let shape = (batch, channels, side, side);
-        let w_shape = (filters, channels, kernel, kernel);
-        let x = random(&mut rng, batch * channels * side * side);
-        let w = random(&mut rng, filters * channels * kernel * kernel);
-        let b = random(&mut rng, filters);
         let out_side = (side + 2 * padding - kernel) / stride + 1;
-        let upstream = random(&mut rng, batch * filters * out_side * out_side);
-        let expected = conv_reference(shape, &x, (&w, w_shape), &b, (stride, padding), &upstream);
+        let case = ConvCase {
+            shape: (batch, channels, side, side),
+            x: random(&mut rng, batch * channels * side * side),
+            w_shape: (filters, channels, kernel, kernel),
+            w: random(&mut rng, filters * channels * kernel * kernel),
+            b: random(&mut rng, filters),
+            upstream: random(&mut rng, batch * filters * out_side * out_side),
+        };
+        let expected = run_conv(&Cpu::default(), &case, false, |x, w, b| {
+            cpu_conv2d(x, w, b, stride, padding, InputGrad::Compute)
+        });
         for batch_last in [false, true] {
-            let got = conv_on(
-                device,
-                batch_last,
-                shape,
-                &x,
-                (&w, w_shape),
-                &b,
-                (stride, padding),
-                &upstream,
-            );
-            let case = format!(
+            let got = run_conv(device, &case, batch_last, |x, w, b| {
+                conv2d(x, w, b, stride, padding, InputGrad::Compute)
+            });
+            let label = format!(
                 "conv {batch}x{channels}x{side}x{side} -> {filters} k{kernel} s{stride} p{padding} \
                  (batch-last input: {batch_last})"
             );
-            assert_close(&format!("{case}: output"), &got.0, &expected.0, 1e-5);
-            assert_close(&format!("{case}: input grad"), &got.1, &expected.1, 1e-5);
-            assert_close(&format!("{case}: weight grad"), &got.2, &expected.2, 1e-5);
-            assert_close(&format!("{case}: bias grad"), &got.3, &expected.3, 1e-5);
+            assert_close(&format!("{label}: output"), &got.0, &expected.0, 1e-5);
+            assert_close(&format!("{label}: input grad"), &got.1, &expected.1, 1e-5);
+            assert_close(&format!("{label}: weight grad"), &got.2, &expected.2, 1e-5);
+            assert_close(&format!("{label}: bias grad"), &got.3, &expected.3, 1e-5);
         }
     }
 }

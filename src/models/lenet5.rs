@@ -93,9 +93,7 @@ impl<D: ModelDevice> LeNet5<D> {
 impl<D: ModelDevice> LeNet5<D> {
     /// The same network on `device`.
     pub fn to_device<D2: ModelDevice>(&self, device: &D2) -> LeNet5<D2> {
-        let mut copy = LeNet5::new(device, self.config, 0);
-        super::copy_params(self, &mut copy);
-        copy
+        super::moved_to(self, || LeNet5::new(device, self.config, 0))
     }
 }
 

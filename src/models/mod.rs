@@ -106,6 +106,22 @@ pub fn model_device<P: Parameters>(model: &P) -> Option<P::Device> {
     first.0
 }
 
+/// `model` on another device type: `empty()` builds the same architecture there and every
+/// parameter is copied in. When `model` already lives on that device type it is cloned instead
+/// (its tensors are shared, nothing is initialized or copied).
+pub(crate) fn moved_to<A, B>(model: &A, empty: impl FnOnce() -> B) -> B
+where
+    A: Parameters + Clone + 'static,
+    B: Parameters + Clone + 'static,
+{
+    if let Some(same) = (model as &dyn std::any::Any).downcast_ref::<B>() {
+        return same.clone();
+    }
+    let mut copy = empty();
+    copy_params(model, &mut copy);
+    copy
+}
+
 /// Copies every parameter of `from` into the parameter of the same name in `to` (another
 /// device, same architecture). Panics on a missing name or a shape mismatch: both models must
 /// have been built with the same settings.

@@ -185,9 +185,7 @@ impl<D: ModelDevice> ResNet50<D> {
 
     /// The same network on `device`.
     pub fn to_device<D2: ModelDevice>(&self, device: &D2) -> ResNet50<D2> {
-        let mut copy = ResNet50::new(device, self.config, 0);
-        super::copy_params(self, &mut copy);
-        copy
+        super::moved_to(self, || ResNet50::new(device, self.config, 0))
     }
 
     /// The network with every batch normalization folded into its convolution, for inference.

@@ -46,9 +46,7 @@ impl<D: ModelDevice> Vgg16<D> {
 
     /// The same network on `device`.
     pub fn to_device<D2: ModelDevice>(&self, device: &D2) -> Vgg16<D2> {
-        let mut copy = Vgg16::new(device, 0);
-        super::copy_params(self, &mut copy);
-        copy
+        super::moved_to(self, || Vgg16::new(device, 0))
     }
 
     /// The convolutions of block `block` (1-based).

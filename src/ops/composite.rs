@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use dfdx::prelude::*;
 
-use super::{output_size, Tensor1, Tensor2, Tensor4, Tensor4Shape};
+use super::{output_size, InputGrad, Tensor1, Tensor2, Tensor4, Tensor4Shape};
 
 /// Which tensors a cached gather index belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -110,14 +110,15 @@ pub fn images_batch_last<D: Device<f32>>(
 }
 
 /// `y = conv2d(x, weight) + bias` for `x` (B, C, H, W), `weight` (O, C, K, K), `bias` (O,),
-/// square kernel, zero padding. With `skip_input_grad` the input gets no gradient (first layer).
+/// square kernel, zero padding. With [`InputGrad::Skip`] the input gets no gradient (first
+/// layer).
 pub fn conv2d<D: Device<f32> + 'static, T: Tape<f32, D>>(
     x: Tensor4<T, D>,
     weight: &Tensor4<NoneTape, D>,
     bias: &Tensor1<NoneTape, D>,
     stride: usize,
     padding: usize,
-    skip_input_grad: bool,
+    input_grad: InputGrad,
 ) -> Tensor4<T, D> {
     let (_, c, h, w) = *x.shape();
     let (o, w_in, k, k_w) = *weight.shape();
@@ -151,7 +152,7 @@ pub fn conv2d<D: Device<f32> + 'static, T: Tape<f32, D>>(
     let x = batch_last(x);
     let b = x.shape().1;
     let (x, tape) = x.split_tape();
-    let (x, weight) = if skip_input_grad {
+    let (x, weight) = if input_grad == InputGrad::Skip {
         (x.retaped::<T>(), weight.clone().put_tape(tape))
     } else {
         (x.put_tape(tape), weight.retaped::<T>())

@@ -8,10 +8,10 @@ use super::Tensor4Shape;
 use super::{composite, cpu_conv2d, cpu_max_pool2d, InputGrad, Tensor1, Tensor2, Tensor4};
 
 /// A dfdx device with our convolution, pooling and layout helpers. Models, training and
-/// feature extraction are generic over it.
+/// feature extraction are generic over it. The provided methods are the device-generic
+/// composition of dfdx ops ([`composite`]), which GPUs run; the CPU overrides them with its
+/// custom ops.
 pub trait ModelDevice: Device<f32> + 'static {
-    /// Short name: `cpu` or `cuda`.
-    const NAME: &'static str;
     /// The same device as a run-time choice.
     const CHOICE: DeviceChoice;
 
@@ -23,7 +23,9 @@ pub trait ModelDevice: Device<f32> + 'static {
         stride: usize,
         padding: usize,
         input_grad: InputGrad,
-    ) -> Tensor4<T, Self>;
+    ) -> Tensor4<T, Self> {
+        composite::conv2d(x, weight, bias, stride, padding, input_grad)
+    }
 
     /// See [`super::max_pool2d`].
     fn max_pool2d<T: Tape<f32, Self>>(
@@ -31,16 +33,22 @@ pub trait ModelDevice: Device<f32> + 'static {
         kernel: usize,
         stride: usize,
         padding: usize,
-    ) -> Tensor4<T, Self>;
+    ) -> Tensor4<T, Self> {
+        composite::max_pool2d(x, kernel, stride, padding)
+    }
 
     /// See [`super::flatten`].
-    fn flatten<T: Tape<f32, Self>>(x: Tensor4<T, Self>) -> Tensor2<T, Self>;
+    fn flatten<T: Tape<f32, Self>>(x: Tensor4<T, Self>) -> Tensor2<T, Self> {
+        composite::flatten(x)
+    }
 
     /// See [`super::add_activations`].
     fn add_activations(
         a: Tensor4<NoneTape, Self>,
         b: Tensor4<NoneTape, Self>,
-    ) -> Tensor4<NoneTape, Self>;
+    ) -> Tensor4<NoneTape, Self> {
+        composite::add(a, b)
+    }
 
     /// The values of a (B, C, H, W) activation in (B, C, H, W) order, on the host.
     fn activations_to_host(x: Tensor4<NoneTape, Self>) -> Vec<f32> {
@@ -49,7 +57,9 @@ pub trait ModelDevice: Device<f32> + 'static {
 
     /// A batch of images given in (B, C, H, W) order, laid out the way this device's ops read
     /// fastest.
-    fn images(&self, pixels: &[f32], shape: Tensor4Shape) -> Tensor4<NoneTape, Self>;
+    fn images(&self, pixels: &[f32], shape: Tensor4Shape) -> Tensor4<NoneTape, Self> {
+        composite::images_batch_last(self, pixels, shape)
+    }
 
     /// The device a training run with `seed` uses: the same memory as `self`, with dropout
     /// masks drawn from `seed` where the device allows it (CPU).
@@ -92,7 +102,6 @@ pub fn cpu_ops() -> CpuOps {
 }
 
 impl ModelDevice for Cpu {
-    const NAME: &'static str = "cpu";
     const CHOICE: DeviceChoice = DeviceChoice::Cpu;
 
     fn conv2d<T: Tape<f32, Self>>(
@@ -105,14 +114,7 @@ impl ModelDevice for Cpu {
     ) -> Tensor4<T, Self> {
         match cpu_ops() {
             CpuOps::Custom => cpu_conv2d(x, weight, bias, stride, padding, input_grad),
-            CpuOps::Composite => composite::conv2d(
-                x,
-                weight,
-                bias,
-                stride,
-                padding,
-                input_grad == InputGrad::Skip,
-            ),
+            CpuOps::Composite => composite::conv2d(x, weight, bias, stride, padding, input_grad),
         }
     }
 
@@ -175,44 +177,7 @@ impl ModelDevice for Cpu {
 
 #[cfg(feature = "cuda")]
 impl ModelDevice for Cuda {
-    const NAME: &'static str = "cuda";
     const CHOICE: DeviceChoice = DeviceChoice::Cuda;
-
-    fn conv2d<T: Tape<f32, Self>>(
-        x: Tensor4<T, Self>,
-        weight: &Tensor4<NoneTape, Self>,
-        bias: &Tensor1<NoneTape, Self>,
-        stride: usize,
-        padding: usize,
-        input_grad: InputGrad,
-    ) -> Tensor4<T, Self> {
-        let skip = input_grad == InputGrad::Skip;
-        composite::conv2d(x, weight, bias, stride, padding, skip)
-    }
-
-    fn max_pool2d<T: Tape<f32, Self>>(
-        x: Tensor4<T, Self>,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-    ) -> Tensor4<T, Self> {
-        composite::max_pool2d(x, kernel, stride, padding)
-    }
-
-    fn flatten<T: Tape<f32, Self>>(x: Tensor4<T, Self>) -> Tensor2<T, Self> {
-        composite::flatten(x)
-    }
-
-    fn add_activations(
-        a: Tensor4<NoneTape, Self>,
-        b: Tensor4<NoneTape, Self>,
-    ) -> Tensor4<NoneTape, Self> {
-        composite::add(a, b)
-    }
-
-    fn images(&self, pixels: &[f32], shape: Tensor4Shape) -> Tensor4<NoneTape, Self> {
-        composite::images_batch_last(self, pixels, shape)
-    }
 
     fn for_training(&self, _seed: u64) -> Self {
         // A second `Cuda` would bring its own stream; tensors must stay on one. Dropout masks
@@ -252,32 +217,11 @@ impl std::str::FromStr for DeviceChoice {
     }
 }
 
-/// Work that runs on whichever device is chosen at run time ([`DeviceChoice::run`]).
-pub trait DeviceJob {
-    type Output;
-    fn run<D: ModelDevice>(self, device: &D) -> Self::Output;
-}
-
 impl DeviceChoice {
     /// Fails with a clear message when `cuda` is asked for but unavailable (no `cuda` feature
     /// in this build, no GPU, or no driver).
     pub fn check(self) -> Result<(), DeviceError> {
-        self.run(CheckOnly)
-    }
-
-    /// Runs `job` on this device (the CPU, or the process' CUDA device).
-    pub fn run<J: DeviceJob>(self, job: J) -> Result<J::Output, DeviceError> {
-        match self {
-            DeviceChoice::Cpu => Ok(job.run(&Cpu::default())),
-            #[cfg(feature = "cuda")]
-            DeviceChoice::Cuda => Ok(job.run(&cuda_device()?)),
-            #[cfg(not(feature = "cuda"))]
-            DeviceChoice::Cuda => Err(DeviceError(
-                "this build has no CUDA support: build with `--features cuda` (see \
-                 scripts/build-cuda.sh and the README's GPU section), or use the CPU"
-                    .into(),
-            )),
-        }
+        crate::on_device!(self, _device => ())
     }
 
     pub fn name(self) -> &'static str {
@@ -286,13 +230,6 @@ impl DeviceChoice {
             DeviceChoice::Cuda => "cuda",
         }
     }
-}
-
-struct CheckOnly;
-
-impl DeviceJob for CheckOnly {
-    type Output = ();
-    fn run<D: ModelDevice>(self, _: &D) {}
 }
 
 impl std::fmt::Display for DeviceChoice {
@@ -384,10 +321,11 @@ fn cuda_ordinal() -> usize {
 /// The error for `cuda` in a build without the `cuda` feature.
 #[doc(hidden)]
 pub fn no_cuda_in_this_build() -> DeviceError {
-    match DeviceChoice::Cuda.check() {
-        Err(e) => e,
-        Ok(()) => DeviceError("CUDA is available".into()),
-    }
+    DeviceError(
+        "this build has no CUDA support: build with `--features cuda` (see \
+         scripts/build-cuda.sh and the README's GPU section), or use the CPU"
+            .into(),
+    )
 }
 
 /// `on_device!(choice, device => body)`: evaluates `body` with `device` bound to `&Cpu` or

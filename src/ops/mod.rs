@@ -21,7 +21,7 @@ pub use conv::{cpu_conv2d, Conv2dGeometry, InputGrad};
 pub use device::cuda_device;
 #[doc(hidden)]
 pub use device::no_cuda_in_this_build;
-pub use device::{cpu_ops, set_cpu_ops, CpuOps, DeviceChoice, DeviceError, DeviceJob, ModelDevice};
+pub use device::{cpu_ops, set_cpu_ops, CpuOps, DeviceChoice, DeviceError, ModelDevice};
 pub use pool::{cpu_max_pool2d, Pool2dGeometry};
 
 use dfdx::prelude::*;

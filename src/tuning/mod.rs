@@ -72,6 +72,11 @@ pub trait TrialRunner: Sync {
         epochs: usize,
         execution: usize,
     ) -> Result<History, TrainError>;
+
+    /// Trials this runner can train at once (`SearchOptions::parallel_trials` is capped by it).
+    fn max_parallel_trials(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// One finished trial.
@@ -323,11 +328,12 @@ fn run_trials(
         on_trial(&record);
         Ok(record)
     };
-    if options.parallel_trials <= 1 {
+    let parallel = options.parallel_trials.min(runner.max_parallel_trials());
+    if parallel <= 1 {
         return pending.iter().map(run_one).collect();
     }
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(options.parallel_trials)
+        .num_threads(parallel)
         .build()
         .map_err(|e| TrainError::Device(e.to_string()))?;
     pool.install(|| pending.par_iter().map(run_one).collect())
@@ -472,7 +478,7 @@ pub struct LeNet5Trials<'a> {
     pub seed: u64,
     /// Early stopping inside each trial.
     pub early_stopping: Option<EarlyStopping>,
-    /// Where trials train (CUDA: run one trial at a time).
+    /// Where trials train (on a GPU one trial at a time).
     pub device: DeviceChoice,
 }
 
@@ -534,5 +540,13 @@ impl TrialRunner for LeNet5Trials<'_> {
                 .map(|(_, h)| h)
         })
         .map_err(|e| TrainError::Device(e.to_string()))?
+    }
+
+    fn max_parallel_trials(&self) -> usize {
+        match self.device {
+            DeviceChoice::Cpu => usize::MAX,
+            // A GPU's context belongs to one thread: one trial at a time.
+            DeviceChoice::Cuda => 1,
+        }
     }
 }
