@@ -97,4 +97,10 @@ pub enum TrainError {
     Device(String),
 }
 
+impl From<crate::ops::DeviceError> for TrainError {
+    fn from(error: crate::ops::DeviceError) -> Self {
+        TrainError::Device(error.0)
+    }
+}
+
 pub type DataResult<T> = Result<T, DataError>;

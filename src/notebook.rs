@@ -53,10 +53,6 @@ fn describe_device(choice: DeviceChoice) -> Result<String, DeviceError> {
     crate::on_device!(choice, d => d.describe())
 }
 
-fn device_error(e: DeviceError) -> TrainError {
-    TrainError::Device(e.to_string())
-}
-
 /// Sizes the notebooks use, full or quick.
 #[derive(Clone, Copy, Debug)]
 pub struct Settings {
@@ -275,7 +271,7 @@ pub fn train_lenet5(
         *model = on_device.to_device(&Cpu::default());
         history
     })
-    .map_err(device_error)
+    .map_err(TrainError::from)
 }
 
 /// Loss, accuracy and predictions on `data`.
@@ -573,8 +569,7 @@ pub fn cross_validate_lenet5(
                 f.seconds
             )
         },
-    ))
-    .map_err(device_error)?
+    ))?
 }
 
 /// The best `units` and `learning_rate` of the random search kept in `runs/tune/random.jsonl`
@@ -714,8 +709,7 @@ pub fn transfer_learning(
             device: d,
         };
         transfer::run_or_reuse(&out_dir, &inputs, &config, &mut EpochLines)
-    })
-    .map_err(device_error)?
+    })?
 }
 
 /// Scores, sizes and timings of transfer runs, one row per stage.

@@ -530,8 +530,7 @@ pub fn run_study(
     device: DeviceChoice,
     observer: &mut dyn StudyObserver,
 ) -> Result<StudyResults, TrainError> {
-    crate::on_device!(device, d => run_study_on(data, preset, paths, d, observer))
-        .map_err(|e| TrainError::Device(e.to_string()))?
+    crate::on_device!(device, d => run_study_on(data, preset, paths, d, observer))?
 }
 
 fn run_study_on<D: ModelDevice>(

@@ -538,8 +538,7 @@ impl TrialRunner for LeNet5Trials<'_> {
         crate::on_device!(self.device, d => {
             self.train(d, trial, hyperparams, epochs, execution)
                 .map(|(_, h)| h)
-        })
-        .map_err(|e| TrainError::Device(e.to_string()))?
+        })?
     }
 
     fn max_parallel_trials(&self) -> usize {
