@@ -1468,9 +1468,10 @@ fn run_transfer_bench(
         eprintln!("extracting {n} images with {} on {}", architecture.name(), d.describe());
         // One untimed batch first: loading kernels and libraries is not extraction speed.
         let warm_up = &pool[..pool.len().min(d.extraction_batch() * data::IMAGE_PIXELS)];
-        transfer::cached_features(&backbone, d, warm_up, &settings, None, &mut |_| {})?;
+        let extractor = transfer::Extractor::new(&backbone, d);
+        transfer::cached_features(&extractor, warm_up, &settings, None, &mut |_| {})?;
         let (_, record) =
-            transfer::cached_features(&backbone, d, &pool, &settings, None, &mut |_| {})?;
+            transfer::cached_features(&extractor, &pool, &settings, None, &mut |_| {})?;
         (record, d.describe(), d.extraction_batch())
     })?;
     let ours = format!("fashion-mnist (dfdx, {described})");

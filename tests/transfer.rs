@@ -363,9 +363,12 @@ fn imagenet_vgg16_features_train_a_head_and_fine_tuning_keeps_learning() {
 
 #[test]
 fn features_come_back_from_the_cache_and_a_damaged_cache_file_is_recomputed() {
-    use fashion_mnist::transfer::{cached_features, FeatureSettings, FeatureStage, Preprocessing};
+    use fashion_mnist::transfer::{
+        cached_features, Extractor, FeatureSettings, FeatureStage, Preprocessing,
+    };
     let reference_weights = reference("resnet50_random_f16.safetensors");
     let (backbone, _) = weights::read_backbone(&reference_weights, Architecture::Resnet50).unwrap();
+    let extractor = Extractor::new(&backbone, &Cpu::default());
     let (train, _) = real_images(40, 0);
     let images = &train.images[..40 * 784];
     let settings = FeatureSettings {
@@ -379,8 +382,7 @@ fn features_come_back_from_the_cache_and_a_damaged_cache_file_is_recomputed() {
     let dir = tempfile::tempdir().unwrap();
     let mut progress = Vec::new();
     let (first, record) = cached_features(
-        &backbone,
-        &Cpu::default(),
+        &extractor,
         images,
         &settings,
         Some(dir.path()),
@@ -394,15 +396,8 @@ fn features_come_back_from_the_cache_and_a_damaged_cache_file_is_recomputed() {
     let file = record.cache_file.unwrap();
     assert!(file.is_file());
 
-    let (again, record) = cached_features(
-        &backbone,
-        &Cpu::default(),
-        images,
-        &settings,
-        Some(dir.path()),
-        &mut |_| {},
-    )
-    .unwrap();
+    let (again, record) =
+        cached_features(&extractor, images, &settings, Some(dir.path()), &mut |_| {}).unwrap();
     assert!(record.from_cache);
     assert_eq!(again.values, first.values);
 
@@ -411,30 +406,16 @@ fn features_come_back_from_the_cache_and_a_damaged_cache_file_is_recomputed() {
         preprocessing: Preprocessing::Unit,
         ..settings.clone()
     };
-    let (other, record) = cached_features(
-        &backbone,
-        &Cpu::default(),
-        images,
-        &unit,
-        Some(dir.path()),
-        &mut |_| {},
-    )
-    .unwrap();
+    let (other, record) =
+        cached_features(&extractor, images, &unit, Some(dir.path()), &mut |_| {}).unwrap();
     assert!(!record.from_cache);
     assert_ne!(other.values, first.values);
 
     // A truncated file is recomputed and replaced.
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
-    let (recomputed, record) = cached_features(
-        &backbone,
-        &Cpu::default(),
-        images,
-        &settings,
-        Some(dir.path()),
-        &mut |_| {},
-    )
-    .unwrap();
+    let (recomputed, record) =
+        cached_features(&extractor, images, &settings, Some(dir.path()), &mut |_| {}).unwrap();
     assert!(!record.from_cache);
     assert_eq!(recomputed.values, first.values);
     assert_eq!(std::fs::read(&file).unwrap().len(), bytes.len());

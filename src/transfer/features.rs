@@ -147,44 +147,43 @@ impl Features {
     }
 }
 
-/// A frozen backbone, ready to compute features at one stage.
+/// A frozen backbone with its weights on device `D`, made once per run and used for every
+/// extraction (BatchNorm folded into ResNet-50's convolutions).
 pub enum Extractor<D: ModelDevice = Cpu> {
-    Vgg16(Vgg16<D>, FeatureStage),
+    Vgg16(Vgg16<D>),
     ResNet50(FoldedResNet50<D>),
 }
 
 impl<D: ModelDevice> Extractor<D> {
-    /// The backbone's weights copied to `device`, ready for `stage`.
-    pub fn new(
-        backbone: &LoadedBackbone,
-        stage: FeatureStage,
-        device: &D,
-    ) -> Result<Self, TrainError> {
-        match (backbone, stage) {
-            (LoadedBackbone::Vgg16(m), _) => Ok(Extractor::Vgg16(m.to_device(device), stage)),
-            (LoadedBackbone::Resnet50(m), FeatureStage::Output) => {
-                Ok(Extractor::ResNet50(m.to_device(device).fold()))
-            }
-            (LoadedBackbone::Resnet50(_), FeatureStage::Vgg16Block4) => Err(TrainError::Config {
+    /// The backbone's weights on `device` (shared, not copied, when they are already there).
+    pub fn new(backbone: &LoadedBackbone, device: &D) -> Self {
+        match backbone {
+            LoadedBackbone::Vgg16(m) => Extractor::Vgg16(m.to_device(device)),
+            LoadedBackbone::Resnet50(m) => Extractor::ResNet50(m.to_device(device).fold()),
+        }
+    }
+
+    fn check_stage(&self, stage: FeatureStage) -> Result<(), TrainError> {
+        match (self, stage) {
+            (Extractor::ResNet50(_), FeatureStage::Vgg16Block4) => Err(TrainError::Config {
                 name: "stage".into(),
                 message: "block4 features exist only for VGG-16".into(),
             }),
+            _ => Ok(()),
         }
     }
 
-    fn forward(&self, x: Tensor4<NoneTape, D>) -> Tensor4<NoneTape, D> {
-        match self {
-            Extractor::Vgg16(m, FeatureStage::Output) => m.forward(x),
-            Extractor::Vgg16(m, FeatureStage::Vgg16Block4) => m.forward_blocks(x, 1..=4),
-            Extractor::ResNet50(m) => m.forward(x),
+    fn forward(&self, x: Tensor4<NoneTape, D>, stage: FeatureStage) -> Tensor4<NoneTape, D> {
+        match (self, stage) {
+            (Extractor::Vgg16(m), FeatureStage::Output) => m.forward(x),
+            (Extractor::Vgg16(m), FeatureStage::Vgg16Block4) => m.forward_blocks(x, 1..=4),
+            (Extractor::ResNet50(m), _) => m.forward(x),
         }
     }
-}
 
-impl<D: ModelDevice> Extractor<D> {
     fn device(&self) -> D {
         match self {
-            Extractor::Vgg16(m, _) => m.convs[0].kernel.device().clone(),
+            Extractor::Vgg16(m) => m.convs[0].kernel.device().clone(),
             Extractor::ResNet50(m) => m.device(),
         }
     }
@@ -194,15 +193,16 @@ impl<D: ModelDevice> Extractor<D> {
 /// [`ModelDevice::extraction_batch`]).
 pub const EXTRACTION_BATCH: usize = 64;
 
-/// Features of `images` (784 bytes each), computed in batches; `progress` gets the number of
-/// images done after each batch.
+/// Features of `images` (784 bytes each) at `settings.stage`, computed in batches; `progress`
+/// gets the number of images done after each batch.
 pub fn extract<D: ModelDevice>(
     extractor: &Extractor<D>,
     images: &[u8],
     settings: &FeatureSettings,
     progress: &mut (dyn FnMut(usize) + Send),
-) -> Features {
-    crate::training::on_device_threads::<D, _>(|| {
+) -> Result<Features, TrainError> {
+    extractor.check_stage(settings.stage)?;
+    Ok(crate::training::on_device_threads::<D, _>(|| {
         let device = extractor.device();
         let n = images.len() / IMAGE_PIXELS;
         let side = settings.side;
@@ -218,7 +218,7 @@ pub fn extract<D: ModelDevice>(
                 })
                 .collect();
             let x = device.images(&input, (count, 3, side, side));
-            let y = extractor.forward(x);
+            let y = extractor.forward(x, settings.stage);
             let (_, c, h, w) = *y.shape();
             shape = (c, h, w);
             if values.is_empty() {
@@ -228,7 +228,7 @@ pub fn extract<D: ModelDevice>(
             progress((b * batch_images + count).min(n));
         }
         Features { values, shape }
-    })
+    }))
 }
 
 /// Runs VGG-16's block 5 on block-4 features (from [`FeatureStage::Vgg16Block4`]).
@@ -363,8 +363,7 @@ fn write_cache(
 /// settings and images is there, computed (and written there) otherwise. A cache file that is
 /// unreadable or does not match is recomputed and replaced.
 pub fn cached_features<D: ModelDevice>(
-    backbone: &LoadedBackbone,
-    device: &D,
+    extractor: &Extractor<D>,
     images: &[u8],
     settings: &FeatureSettings,
     cache_dir: Option<&Path>,
@@ -387,30 +386,18 @@ pub fn cached_features<D: ModelDevice>(
         }
     }
     let started = Instant::now();
-    let features = match (backbone, settings.stage) {
+    let features = match (extractor, settings.stage) {
         // VGG-16's output is block 5 on block-4 features, which fine-tuning caches as well.
-        (LoadedBackbone::Vgg16(model), FeatureStage::Output) => {
+        (Extractor::Vgg16(model), FeatureStage::Output) => {
             let block4_settings = FeatureSettings {
                 stage: FeatureStage::Vgg16Block4,
                 ..settings.clone()
             };
-            let (block4, record) = cached_features(
-                backbone,
-                device,
-                images,
-                &block4_settings,
-                cache_dir,
-                progress,
-            )?;
-            (
-                vgg16_block5(&model.to_device(device), &block4),
-                record.from_cache,
-            )
+            let (block4, record) =
+                cached_features(extractor, images, &block4_settings, cache_dir, progress)?;
+            (vgg16_block5(model, &block4), record.from_cache)
         }
-        _ => {
-            let extractor = Extractor::new(backbone, settings.stage, device)?;
-            (extract(&extractor, images, settings, progress), false)
-        }
+        _ => (extract(extractor, images, settings, progress)?, false),
     };
     let (features, partly_cached) = features;
     let seconds = started.elapsed().as_secs_f64();

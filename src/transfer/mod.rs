@@ -7,7 +7,8 @@ mod fine_tune;
 pub mod weights;
 
 pub use features::{
-    cached_features, ExtractionRecord, FeatureSettings, FeatureStage, Features, Preprocessing,
+    cached_features, ExtractionRecord, Extractor, FeatureSettings, FeatureStage, Features,
+    Preprocessing,
 };
 pub use fine_tune::Vgg16Block5WithHead;
 pub use weights::{Architecture, LoadedBackbone};
@@ -239,8 +240,7 @@ impl TransferObserver for training::EpochLines {
 }
 
 fn features_of<D: ModelDevice>(
-    backbone: &LoadedBackbone,
-    device: &D,
+    extractor: &Extractor<D>,
     images: &Dataset,
     settings: &FeatureSettings,
     cache_dir: Option<&Path>,
@@ -254,8 +254,7 @@ fn features_of<D: ModelDevice>(
         if settings.mirrored { ", mirrored" } else { "" }
     ));
     let (features, record) = cached_features(
-        backbone,
-        device,
+        extractor,
         &images.images,
         settings,
         cache_dir,
@@ -383,11 +382,12 @@ pub fn run_transfer<D: ModelDevice>(
         stage,
         mirrored,
     };
+    // The backbone goes to the device once; every extraction and fine-tuning uses it there.
+    let extractor = Extractor::new(backbone, device);
     let mut extraction = Vec::new();
     let output = settings(FeatureStage::Output, false);
     let (train_features, record) = features_of(
-        backbone,
-        device,
+        &extractor,
         &train_images,
         &output,
         cache_dir,
@@ -398,8 +398,7 @@ pub fn run_transfer<D: ModelDevice>(
     let test_features = match test_set {
         Some(test) => {
             let (f, record) = features_of(
-                backbone,
-                device,
+                &extractor,
                 test,
                 &output,
                 cache_dir,
@@ -431,12 +430,11 @@ pub fn run_transfer<D: ModelDevice>(
         .images_per_second()
         .map(|rate| head_outcome.epoch_seconds + (train.len() + validation.len()) as f64 / rate);
 
-    let fine_tune = match (&config.fine_tune, backbone) {
-        (Some(ft), LoadedBackbone::Vgg16(vgg)) => {
+    let fine_tune = match (&config.fine_tune, &extractor) {
+        (Some(ft), Extractor::Vgg16(vgg)) => {
             let block4 = settings(FeatureStage::Vgg16Block4, false);
             let (all, record) = features_of(
-                backbone,
-                device,
+                &extractor,
                 &train_images,
                 &block4,
                 cache_dir,
@@ -449,8 +447,7 @@ pub fn run_transfer<D: ModelDevice>(
             drop(all);
             if ft.mirror {
                 let (mirrored, record) = features_of(
-                    backbone,
-                    device,
+                    &extractor,
                     &train_images,
                     &settings(FeatureStage::Vgg16Block4, true),
                     cache_dir,
@@ -463,8 +460,7 @@ pub fn run_transfer<D: ModelDevice>(
             let test4 = match test_set {
                 Some(test) => {
                     let (f, record) = features_of(
-                        backbone,
-                        device,
+                        &extractor,
                         test,
                         &block4,
                         cache_dir,
@@ -477,8 +473,7 @@ pub fn run_transfer<D: ModelDevice>(
                 None => None,
             };
             let side4 = config.side / 16;
-            let vgg = vgg.to_device(device);
-            let mut model = Vgg16Block5WithHead::new(&vgg, head.clone(), (512, side4, side4));
+            let mut model = Vgg16Block5WithHead::new(vgg, head.clone(), (512, side4, side4));
             observer.on_stage(&format!(
                 "fine-tuning block 5 + head: {} trainable parameters, {} epochs, learning rate {}{}",
                 model.param_count(),
