@@ -120,19 +120,9 @@ pub fn conv2d<D: Device<f32> + 'static, T: Tape<f32, D>>(
     padding: usize,
     input_grad: InputGrad,
 ) -> Tensor4<T, D> {
+    super::check_conv2d_args(*x.shape(), *weight.shape(), bias.shape().0, stride, padding);
     let (_, c, h, w) = *x.shape();
-    let (o, w_in, k, k_w) = *weight.shape();
-    assert_eq!(
-        w_in, c,
-        "conv2d: weight expects {w_in} input channels, got {c}"
-    );
-    assert_eq!(k, k_w, "conv2d: only square kernels");
-    assert_eq!(bias.shape().0, o, "conv2d: bias length");
-    assert!(stride >= 1, "conv2d: stride must be at least 1");
-    assert!(
-        h + 2 * padding >= k && w + 2 * padding >= k,
-        "conv2d: kernel {k} larger than the padded {h}x{w} input"
-    );
+    let (o, _, k, _) = *weight.shape();
     let (oh, ow) = (
         output_size(h, k, stride, padding),
         output_size(w, k, stride, padding),
@@ -253,15 +243,8 @@ pub fn max_pool2d<D: Device<f32> + 'static, T: Tape<f32, D>>(
     stride: usize,
     padding: usize,
 ) -> Tensor4<T, D> {
+    super::check_pool2d_args(*x.shape(), kernel, stride, padding);
     let (_, c, h, w) = *x.shape();
-    assert!(
-        stride >= 1 && kernel >= 1,
-        "max_pool2d: kernel and stride must be at least 1"
-    );
-    assert!(
-        padding < kernel,
-        "max_pool2d: padding must be smaller than the window"
-    );
     let (oh, ow) = (
         output_size(h, kernel, stride, padding),
         output_size(w, kernel, stride, padding),

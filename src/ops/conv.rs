@@ -4,7 +4,10 @@ use dfdx::prelude::*;
 use rayon::prelude::*;
 
 use super::matmul::{matmul, MatRef};
-use super::{accumulate_grad, contiguous_values, output_size, take_output_grad, Tensor1, Tensor4};
+use super::{
+    accumulate_grad, check_conv2d_args, contiguous_values, output_size, take_output_grad, Tensor1,
+    Tensor4,
+};
 
 /// Whether the backward pass computes the gradient of the convolution's input. The first layer
 /// of a network skips it: nothing upstream needs it, and it costs as much as the forward pass.
@@ -209,19 +212,9 @@ pub fn cpu_conv2d<T: Tape<f32, Cpu>>(
     padding: usize,
     input_grad: InputGrad,
 ) -> Tensor4<T> {
+    check_conv2d_args(*x.shape(), *weight.shape(), bias.shape().0, stride, padding);
     let (batch, in_channels, in_height, in_width) = *x.shape();
-    let (out_channels, w_in, kernel, kernel_w) = *weight.shape();
-    assert_eq!(
-        w_in, in_channels,
-        "conv2d: weight expects {w_in} input channels, got {in_channels}"
-    );
-    assert_eq!(kernel, kernel_w, "conv2d: only square kernels");
-    assert_eq!(bias.shape().0, out_channels, "conv2d: bias length");
-    assert!(stride >= 1, "conv2d: stride must be at least 1");
-    assert!(
-        in_height + 2 * padding >= kernel && in_width + 2 * padding >= kernel,
-        "conv2d: kernel {kernel} larger than the padded {in_height}x{in_width} input"
-    );
+    let (out_channels, _, kernel, _) = *weight.shape();
     let geom = Conv2dGeometry {
         batch,
         in_channels,

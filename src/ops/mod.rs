@@ -71,6 +71,47 @@ pub fn add_activations<D: ModelDevice>(
     D::add_activations(a, b)
 }
 
+/// Panics with the reason when a convolution's shapes do not fit together (both
+/// implementations check the same things).
+fn check_conv2d_args(
+    input: Tensor4Shape,
+    weight: Tensor4Shape,
+    bias_len: usize,
+    stride: usize,
+    padding: usize,
+) {
+    let (_, in_channels, in_height, in_width) = input;
+    let (out_channels, w_in, kernel, kernel_w) = weight;
+    assert_eq!(
+        w_in, in_channels,
+        "conv2d: weight expects {w_in} input channels, got {in_channels}"
+    );
+    assert_eq!(kernel, kernel_w, "conv2d: only square kernels");
+    assert_eq!(bias_len, out_channels, "conv2d: bias length");
+    assert!(stride >= 1, "conv2d: stride must be at least 1");
+    assert!(
+        in_height + 2 * padding >= kernel && in_width + 2 * padding >= kernel,
+        "conv2d: kernel {kernel} larger than the padded {in_height}x{in_width} input"
+    );
+}
+
+/// Panics with the reason when a pooling window does not fit its input.
+fn check_pool2d_args(input: Tensor4Shape, kernel: usize, stride: usize, padding: usize) {
+    let (_, _, in_height, in_width) = input;
+    assert!(
+        stride >= 1 && kernel >= 1,
+        "max_pool2d: kernel and stride must be at least 1"
+    );
+    assert!(
+        padding < kernel,
+        "max_pool2d: padding must be smaller than the window"
+    );
+    assert!(
+        in_height + 2 * padding >= kernel && in_width + 2 * padding >= kernel,
+        "max_pool2d: window larger than the input"
+    );
+}
+
 /// Positions a window of `kernel` takes along an axis of `input` with `stride` and `padding`.
 fn output_size(input: usize, kernel: usize, stride: usize, padding: usize) -> usize {
     (input + 2 * padding - kernel) / stride + 1

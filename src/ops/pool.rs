@@ -4,7 +4,8 @@ use dfdx::prelude::*;
 use rayon::prelude::*;
 
 use super::{
-    accumulate_grad, contiguous_values, output_size, take_output_grad, Tensor4, PARALLEL_THRESHOLD,
+    accumulate_grad, check_pool2d_args, contiguous_values, output_size, take_output_grad, Tensor4,
+    PARALLEL_THRESHOLD,
 };
 
 /// Shapes of one pooling.
@@ -94,19 +95,8 @@ pub fn cpu_max_pool2d<T: Tape<f32, Cpu>>(
     stride: usize,
     padding: usize,
 ) -> Tensor4<T> {
+    check_pool2d_args(*x.shape(), kernel, stride, padding);
     let (batch, channels, in_height, in_width) = *x.shape();
-    assert!(
-        stride >= 1 && kernel >= 1,
-        "max_pool2d: kernel and stride must be at least 1"
-    );
-    assert!(
-        padding < kernel,
-        "max_pool2d: padding must be smaller than the window"
-    );
-    assert!(
-        in_height + 2 * padding >= kernel && in_width + 2 * padding >= kernel,
-        "max_pool2d: window larger than the input"
-    );
     let geom = Pool2dGeometry {
         in_height,
         in_width,
