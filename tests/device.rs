@@ -91,7 +91,7 @@ fn run_conv<D: ModelDevice>(
     conv: impl Fn(Traced<D>, &Tensor4<NoneTape, D>, &Tensor1<NoneTape, D>) -> Traced<D>,
 ) -> ConvResult {
     let input: Tensor4<NoneTape, D> = if batch_last_input {
-        device.images(&case.x, case.shape)
+        device.images(case.x.clone(), case.shape)
     } else {
         device.tensor_from_vec(case.x.clone(), case.shape)
     };
@@ -181,7 +181,7 @@ fn check_max_pool2d<D: ModelDevice>(device: &D) {
 
         for batch_last in [false, true] {
             let input: Tensor4<NoneTape, D> = if batch_last {
-                device.images(&x, shape)
+                device.images(x.clone(), shape)
             } else {
                 device.tensor_from_vec(x.clone(), shape)
             };
@@ -218,7 +218,7 @@ fn check_flatten<D: ModelDevice>(device: &D) {
     let x = random(&mut rng, 3 * 4 * 5 * 6);
     for batch_last in [false, true] {
         let input: Tensor4<NoneTape, D> = if batch_last {
-            device.images(&x, shape)
+            device.images(x.clone(), shape)
         } else {
             device.tensor_from_vec(x.clone(), shape)
         };
@@ -331,7 +331,7 @@ fn check_backbones<D: ModelDevice>(device: &D, reference_on_cpu: impl Fn(&mut dy
             .forward(input)
             .as_vec();
     });
-    let input = device.images(&x, shape);
+    let input = device.images(x.clone(), shape);
     let vgg = Vgg16::new(device, 1).forward(input.clone());
     assert_eq!(*vgg.shape(), (2, 512, 1, 1));
     assert_close("VGG-16 block5_pool", &vgg.as_vec(), &vgg_expected, 1e-4);

@@ -57,8 +57,8 @@ pub trait ModelDevice: Device<f32> + 'static {
 
     /// A batch of images given in (B, C, H, W) order, laid out the way this device's ops read
     /// fastest.
-    fn images(&self, pixels: &[f32], shape: Tensor4Shape) -> Tensor4<NoneTape, Self> {
-        composite::images_batch_last(self, pixels, shape)
+    fn images(&self, pixels: Vec<f32>, shape: Tensor4Shape) -> Tensor4<NoneTape, Self> {
+        composite::images_batch_last(self, &pixels, shape)
     }
 
     /// The device a training run with `seed` uses: the same memory as `self`, with dropout
@@ -155,10 +155,10 @@ impl ModelDevice for Cpu {
         }
     }
 
-    fn images(&self, pixels: &[f32], shape: Tensor4Shape) -> Tensor4 {
+    fn images(&self, pixels: Vec<f32>, shape: Tensor4Shape) -> Tensor4 {
         match cpu_ops() {
-            CpuOps::Custom => self.tensor_from_vec(pixels.to_vec(), shape),
-            CpuOps::Composite => composite::images_batch_last(self, pixels, shape),
+            CpuOps::Custom => self.tensor_from_vec(pixels, shape),
+            CpuOps::Composite => composite::images_batch_last(self, &pixels, shape),
         }
     }
 

@@ -156,7 +156,7 @@ fn batch_tensor<D: ModelDevice>(
         let data = variants[variant_of.get(i).copied().unwrap_or(0)];
         pixels.extend_from_slice(&data.pixels[i * image_len..(i + 1) * image_len]);
     }
-    device.images(&pixels, (indices.len(), shape.0, shape.1, shape.2))
+    device.images(pixels, (indices.len(), shape.0, shape.1, shape.2))
 }
 
 fn check_input<M: ImageClassifier>(model: &M, data: &Prepared) -> Result<(), TrainError> {
@@ -461,7 +461,7 @@ pub fn predict_proba<M: ImageClassifier>(model: &M, pixels: &[f32], batch_size: 
     let mut out = Vec::with_capacity(pixels.len() / image_len * NUM_CLASSES);
     for chunk in pixels.chunks(batch_size.max(1) * image_len) {
         let n = chunk.len() / image_len;
-        let x = device.images(chunk, (n, c, h, w));
+        let x = device.images(chunk.to_vec(), (n, c, h, w));
         out.extend(model.forward(x).softmax::<Axis<1>>().as_vec());
     }
     out

@@ -217,7 +217,7 @@ pub fn extract<D: ModelDevice>(
                     backbone_input(image, side, settings.mirrored, settings.preprocessing)
                 })
                 .collect();
-            let x = device.images(&input, (count, 3, side, side));
+            let x = device.images(input, (count, 3, side, side));
             let y = extractor.forward(x, settings.stage);
             let (_, c, h, w) = *y.shape();
             shape = (c, h, w);
@@ -241,7 +241,7 @@ pub fn vgg16_block5<D: ModelDevice>(model: &Vgg16<D>, block4: &Features) -> Feat
         let mut shape = (0, 0, 0);
         for batch in block4.values.chunks(device.extraction_batch() * per_image) {
             let count = batch.len() / per_image;
-            let x = device.images(batch, (count, c, h, w));
+            let x = device.images(batch.to_vec(), (count, c, h, w));
             let y = model.forward_blocks(x, 5..=5);
             let (_, oc, oh, ow) = *y.shape();
             shape = (oc, oh, ow);
