@@ -257,15 +257,7 @@ pub fn cuda_device() -> Result<Cuda, DeviceError> {
             .get_or_init(|| {
                 let ordinal = cuda_ordinal();
                 gpu_present(ordinal)?;
-                Cuda::try_build(ordinal, 0).map_err(|e| {
-                    DeviceError(format!(
-                        "no usable CUDA GPU {ordinal}: {}. The CUDA build needs an NVIDIA GPU, \
-                         its driver (libcuda.so.1; CUDA 13 needs driver 580 or newer) and the CUDA \
-                         13 libraries libnvrtc.so.13, libcublas.so.13 and libcublasLt.so.13 on the \
-                         library path (LD_LIBRARY_PATH); see the README's GPU section",
-                        cuda_error_text(&e)
-                    ))
-                })
+                Cuda::try_build(ordinal, 0).map_err(|e| no_usable_gpu(ordinal, cuda_error_text(&e)))
             })
             .clone()
     })
@@ -275,24 +267,39 @@ pub fn cuda_device() -> Result<Cuda, DeviceError> {
 #[cfg(feature = "cuda")]
 fn gpu_present(ordinal: usize) -> Result<(), DeviceError> {
     use cudarc::driver::result;
-    let unusable = |what: String| {
-        DeviceError(format!(
-            "no usable CUDA GPU {ordinal}: {what}. The CUDA build needs an NVIDIA GPU and its \
-             driver (libcuda.so.1; CUDA 13 needs driver 580 or newer); see the README's GPU section"
+    let unusable = |what: String| no_usable_gpu(ordinal, what);
+    result::init().map_err(|e| {
+        unusable(format!(
+            "the driver did not start ({})",
+            driver_error_text(&e)
         ))
-    };
-    let driver_text = |e: &result::DriverError| match e.error_string() {
-        Ok(text) => format!("{:?}: {}", e.0, text.to_string_lossy()),
-        Err(_) => format!("{:?}", e.0),
-    };
-    result::init()
-        .map_err(|e| unusable(format!("the driver did not start ({})", driver_text(&e))))?;
+    })?;
     let count = result::device::get_count()
-        .map_err(|e| unusable(format!("cannot count GPUs ({})", driver_text(&e))))?;
+        .map_err(|e| unusable(format!("cannot count GPUs ({})", driver_error_text(&e))))?;
     if ordinal >= count.max(0) as usize {
         return Err(unusable(format!("the driver sees {count} GPU(s)")));
     }
     Ok(())
+}
+
+/// Why GPU `ordinal` cannot be used, with what the CUDA build needs.
+#[cfg(feature = "cuda")]
+fn no_usable_gpu(ordinal: usize, reason: String) -> DeviceError {
+    DeviceError(format!(
+        "no usable CUDA GPU {ordinal}: {reason}. The CUDA build needs an NVIDIA GPU, its driver \
+         (libcuda.so.1; CUDA 13 needs driver 580 or newer) and the CUDA 13 libraries \
+         libnvrtc.so.13, libcublas.so.13 and libcublasLt.so.13 on the library path \
+         (LD_LIBRARY_PATH); see the README's GPU section"
+    ))
+}
+
+/// A driver error in words.
+#[cfg(feature = "cuda")]
+fn driver_error_text(error: &cudarc::driver::result::DriverError) -> String {
+    match error.error_string() {
+        Ok(text) => format!("{:?}: {}", error.0, text.to_string_lossy()),
+        Err(_) => format!("{:?}", error.0),
+    }
 }
 
 /// A CUDA error in words. (cudarc's `Debug` for driver errors unwraps the driver's own error
@@ -300,10 +307,7 @@ fn gpu_present(ordinal: usize) -> Result<(), DeviceError> {
 #[cfg(feature = "cuda")]
 fn cuda_error_text(error: &dfdx::tensor::CudaError) -> String {
     match error {
-        dfdx::tensor::CudaError::Driver(driver) => match driver.error_string() {
-            Ok(text) => format!("{:?}: {}", driver.0, text.to_string_lossy()),
-            Err(_) => format!("{:?}", driver.0),
-        },
+        dfdx::tensor::CudaError::Driver(driver) => driver_error_text(driver),
         dfdx::tensor::CudaError::Blas(blas) => format!("cuBLAS {:?}", blas.0),
         dfdx::tensor::CudaError::Cpu(cpu) => format!("{cpu:?}"),
     }
