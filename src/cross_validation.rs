@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::ops::ModelDevice;
+use crate::resume::RunKey;
 
 use crate::data::prepare::{kfold_indices, Prepared};
 use crate::error::{DataError, TrainError};
@@ -145,9 +146,10 @@ impl CvResults {
         ))
     }
 
-    /// Reads the folds recorded in a results file (missing file: none).
+    /// Reads the folds recorded in a results file (missing file: none) without checking what
+    /// made them.
     pub fn load(path: &Path) -> Result<Vec<FoldRecord>, DataError> {
-        crate::fsutil::read_json_lines(path)
+        crate::resume::read_records(path)
     }
 }
 
@@ -171,26 +173,24 @@ pub fn cross_validate<D: ModelDevice>(
             ),
         });
     }
-    let done = match results_file {
-        Some(path) => CvResults::load(path)?,
-        None => Vec::new(),
+    config.train.validate()?;
+    // Folds are reused only when made from the same images, settings, device and version.
+    let (log, done) = match results_file {
+        Some(path) => {
+            let key = RunKey::new()
+                .with("data", data.fingerprint())
+                .with("cv", config)
+                .with("device", D::CHOICE);
+            let (log, done) = crate::resume::ResultsLog::open(path, &key)?;
+            (Some(log), done)
+        }
+        None => (None, Vec::<FoldRecord>::new()),
     };
-    let log = results_file
-        .map(crate::fsutil::JsonLinesLog::open)
-        .transpose()?;
     let splits = kfold_indices(&data.labels, config.folds, config.seed, config.stratified);
     let mut results = CvResults::default();
     for (index, split) in splits.iter().enumerate() {
         let fold = index + 1;
         if let Some(found) = done.iter().find(|f| f.fold == fold) {
-            if found.validation_images != split.validation.len() || &found.config != config {
-                return Err(TrainError::Config {
-                    name: "results file".into(),
-                    message: format!(
-                        "fold {fold} there was made with other data or settings; use another file or output directory"
-                    ),
-                });
-            }
             results.folds.push(found.clone());
             continue;
         }

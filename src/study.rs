@@ -19,6 +19,7 @@ use crate::models::{ImageClassifier, LeNet5, LeNet5Config};
 use crate::ops::{DeviceChoice, ModelDevice};
 use crate::plots::{self, Chart};
 use crate::report::Table;
+use crate::resume::RunKey;
 use crate::training::{
     self, checkpoint, ClassificationReport, ConfusionMatrix, EarlyStopping, History, TrainConfig,
     TrainObserver,
@@ -106,7 +107,45 @@ pub struct StageRecord<T> {
     /// Seconds since the Unix epoch when the stage started.
     pub started_unix: u64,
     pub wall_seconds: f64,
+    /// Everything that determines the results (the exact images, `config`, the version): the
+    /// stage is reused only under an equal key (absent in records of older versions).
+    #[serde(default)]
+    pub run_key: RunKey,
+    /// Files the stage wrote (relative to the run directory) with their SHA-256: the stage is
+    /// reused only while they are all there and unchanged.
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
     pub results: T,
+}
+
+/// A file a stage wrote, and the SHA-256 of its content.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Artifact {
+    pub path: String,
+    pub sha256: String,
+}
+
+impl Artifact {
+    fn of(out: &Path, relative: &str) -> Result<Self, TrainError> {
+        let path = out.join(relative);
+        let bytes = std::fs::read(&path).map_err(|e| crate::error::DataError::io(&path, e))?;
+        Ok(Artifact {
+            path: relative.to_string(),
+            sha256: crate::resume::fingerprint([bytes.as_slice()]),
+        })
+    }
+
+    /// Why the file no longer verifies (None: it does).
+    fn problem(&self, out: &Path) -> Option<String> {
+        let path = out.join(&self.path);
+        match std::fs::read(&path) {
+            Err(e) => Some(format!("{} cannot be read ({e})", path.display())),
+            Ok(bytes) if crate::resume::fingerprint([bytes.as_slice()]) != self.sha256 => Some(
+                format!("{} has changed since the stage wrote it", path.display()),
+            ),
+            Ok(_) => None,
+        }
+    }
 }
 
 /// Progress of the study: stage starts and ends, plus the training and extraction progress of
@@ -150,15 +189,37 @@ fn stage_file(out: &Path, stage: &str) -> PathBuf {
     out.join(stage).join("stage.json")
 }
 
-/// The record saved for `stage`, if it was made with `config`.
+/// The record saved for `stage` when it can be reused: made under `key`, its artifacts intact.
+/// A record made under another key is refused (naming what differs); an unreadable record or
+/// a missing or changed artifact means the stage runs again (with a warning).
 fn reusable<T: DeserializeOwned>(
     out: &Path,
     stage: &str,
-    config: &serde_json::Value,
-) -> Option<StageRecord<T>> {
-    let text = std::fs::read_to_string(stage_file(out, stage)).ok()?;
-    let record: StageRecord<T> = serde_json::from_str(&text).ok()?;
-    (record.config == *config && record.version == env!("CARGO_PKG_VERSION")).then_some(record)
+    key: &RunKey,
+    observer: &mut dyn StudyObserver,
+) -> Result<Option<StageRecord<T>>, TrainError> {
+    let path = stage_file(out, stage);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let record: StageRecord<T> = match serde_json::from_str(&text) {
+        Ok(record) => record,
+        Err(e) => {
+            observer.on_stage(&format!(
+                "warning: {} cannot be read ({e}); running the stage again",
+                path.display()
+            ));
+            return Ok(None);
+        }
+    };
+    key.check(&record.run_key, &path)?;
+    if let Some(problem) = record.artifacts.iter().find_map(|a| a.problem(out)) {
+        observer.on_stage(&format!(
+            "warning: stage {stage}: {problem}; running the stage again"
+        ));
+        return Ok(None);
+    }
+    Ok(Some(record))
 }
 
 fn save_record<T: Serialize>(out: &Path, record: &StageRecord<T>) -> Result<(), TrainError> {
@@ -171,17 +232,28 @@ fn save_record<T: Serialize>(out: &Path, record: &StageRecord<T>) -> Result<(), 
     Ok(())
 }
 
-/// Runs `work` unless a record with the same config exists; saves the new record.
+/// Where and on what a study's stages run: keys every stage record.
+struct StageContext<'a> {
+    out: &'a Path,
+    device: &'a str,
+    /// Fingerprint of the training and test images.
+    data: RunKey,
+    seed: u64,
+}
+
+/// Runs `work` unless a reusable record with the same settings exists; saves the new record,
+/// with the SHA-256 of the `artifacts` (paths relative to the run directory) it wrote.
 fn stage<T: Serialize + DeserializeOwned>(
-    out: &Path,
-    device: &str,
+    context: &StageContext<'_>,
     (index, name): (usize, &str),
     config: serde_json::Value,
-    seed: u64,
+    artifacts: &[&str],
     observer: &mut dyn StudyObserver,
     work: impl FnOnce(&mut dyn StudyObserver) -> Result<T, TrainError>,
 ) -> Result<StageRecord<T>, TrainError> {
-    if let Some(record) = reusable::<T>(out, name, &config) {
+    let out = context.out;
+    let key = context.data.clone().with("config", &config);
+    if let Some(record) = reusable::<T>(out, name, &key, observer)? {
         observer.on_stage_start(index, STAGES.len(), name, true);
         observer.on_stage_end(name, 0.0);
         return Ok(record);
@@ -192,11 +264,16 @@ fn stage<T: Serialize + DeserializeOwned>(
     let record = StageRecord {
         stage: name.to_string(),
         config,
-        seed,
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        device: device.to_string(),
+        seed: context.seed,
+        version: crate::resume::CODE_VERSION.to_string(),
+        device: context.device.to_string(),
         started_unix,
         wall_seconds: started.elapsed().as_secs_f64(),
+        run_key: key,
+        artifacts: artifacts
+            .iter()
+            .map(|a| Artifact::of(out, a))
+            .collect::<Result<_, _>>()?,
         results,
     };
     save_record(out, &record)?;
@@ -293,6 +370,9 @@ fn data_stage(data: &FashionMnist) -> Result<DataResults, TrainError> {
     })
 }
 
+/// The LeNet-5 stage's checkpoint, relative to the run directory.
+const LENET5_CHECKPOINT: &str = "lenet5/model.safetensors";
+
 fn lenet5_stage<D: ModelDevice>(
     data: &FashionMnist,
     preset: &StudyPreset,
@@ -305,7 +385,7 @@ fn lenet5_stage<D: ModelDevice>(
     let mut model = LeNet5::new(device, LeNet5Config::default(), preset.seed);
     let config = lenet5_config(preset);
     let history = training::fit(&mut model, &train, Some(&validation), &config, observer)?;
-    checkpoint::save(&model, &out.join("lenet5").join("model.safetensors"))?;
+    checkpoint::save(&model, &out.join(LENET5_CHECKPOINT))?;
     let val = training::evaluate(&model, &validation, 1000)?;
     let (test, confusion, report) = match test_set(data, preset) {
         Some(test) => {
@@ -545,30 +625,28 @@ fn run_study_on<D: ModelDevice>(
     let started = Instant::now();
     let out = paths.out.as_path();
     let seed = preset.seed;
-    let data_config = serde_json::json!({
-        "train_images": data.train.len(),
-        "source": data.located.origin.to_string(),
-    });
-    let data_record = stage(
+    let context = StageContext {
         out,
-        device_text,
-        (1, "data"),
-        data_config,
+        device: device_text,
+        data: RunKey::new()
+            .with("train_data", data.train.fingerprint())
+            .with("test_data", data.test.as_ref().map(|t| t.fingerprint())),
         seed,
-        observer,
-        |_| data_stage(data),
-    )?;
+    };
+    let data_config = serde_json::json!({ "train_images": data.train.len() });
+    let data_record = stage(&context, (1, "data"), data_config, &[], observer, |_| {
+        data_stage(data)
+    })?;
 
     let lenet_config = serde_json::json!({
         "train": lenet5_config(preset), "train_limit": preset.train_limit, "validation_split": 0.2,
         "test_limit": preset.test_limit,
     });
     let lenet5 = stage(
-        out,
-        device_text,
+        &context,
         (2, "lenet5"),
         lenet_config,
-        seed,
+        &[LENET5_CHECKPOINT],
         observer,
         |o| lenet5_stage(data, preset, out, device, o),
     )?;
@@ -577,25 +655,18 @@ fn run_study_on<D: ModelDevice>(
         "space": "walkthrough", "trials": preset.tuning_trials, "epochs": preset.tuning_epochs,
         "train_limit": preset.train_limit,
     });
-    let tuning = stage(
-        out,
-        device_text,
-        (3, "tuning"),
-        tuning_config,
-        seed,
-        observer,
-        |o| tuning_stage(data, preset, out, D::CHOICE, o),
-    )?;
+    let tuning = stage(&context, (3, "tuning"), tuning_config, &[], observer, |o| {
+        tuning_stage(data, preset, out, D::CHOICE, o)
+    })?;
 
     let cv_settings = serde_json::json!({
         "cv": cv_config(preset, &tuning.results), "train_limit": preset.train_limit,
     });
     let cross_validation = stage(
-        out,
-        device_text,
+        &context,
         (4, "cross_validation"),
         cv_settings,
-        seed,
+        &[],
         observer,
         |o| cv_stage(data, preset, &tuning.results, out, device, o),
     )?;
@@ -619,11 +690,10 @@ fn run_study_on<D: ModelDevice>(
             device,
         };
         stage(
-            out,
-            device_text,
+            &context,
             (index, architecture.name()),
             config,
-            seed,
+            &[],
             observer,
             |o| {
                 configs

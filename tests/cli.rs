@@ -144,7 +144,7 @@ fn export_csv_and_errors() {
         "--dense-units",
         "64",
     ]);
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2), "a usage error");
     assert!(String::from_utf8_lossy(&output.stderr).contains("lenet5-modified"));
 
     let output = run(&[
@@ -205,6 +205,15 @@ fn resnet50_without_imagenet_weights_refuses_and_random_init_is_labelled() {
     );
     assert!(run.join("resnet50-caffe-head-curves.svg").is_file());
 
+    // The same run directory with other settings: refused, naming the setting.
+    let output = transfer(&["--random-init", "--epochs", "3", "--preprocessing", "caffe"]);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("config.head.epochs: 2 in the stored results, 3 now"),
+        "{err}"
+    );
+
     let output = Command::new(env!("CARGO_BIN_EXE_fashion-mnist"))
         .args(["weights", "fetch", "resnet50"])
         .output()
@@ -217,7 +226,8 @@ fn resnet50_without_imagenet_weights_refuses_and_random_init_is_labelled() {
 
 #[test]
 fn report_runs_the_whole_study_and_reuses_finished_stages() {
-    let s = sample();
+    // The 2,000/1,000-image sample: the quick preset's own subset sizes.
+    let s = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample/idx");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("report");
     let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/weights");
@@ -282,6 +292,37 @@ fn report_runs_the_whole_study_and_reuses_finished_stages() {
         String::from_utf8_lossy(&second.stdout).lines().next(),
         table.lines().next()
     );
+
+    // A stage whose artifact is gone or changed runs again; the others are reused.
+    let checkpoint = out.join("lenet5/model.safetensors");
+    for damage in ["delete", "truncate"] {
+        if damage == "delete" {
+            std::fs::remove_file(&checkpoint).unwrap();
+        } else {
+            let bytes = std::fs::read(&checkpoint).unwrap();
+            std::fs::write(&checkpoint, &bytes[..bytes.len() - 100]).unwrap();
+        }
+        let again = run(&args);
+        let err = String::from_utf8_lossy(&again.stderr);
+        assert!(again.status.success(), "{err}");
+        assert!(err.contains("lenet5/model.safetensors"), "{damage}: {err}");
+        assert!(err.contains("running the stage again"), "{damage}: {err}");
+        assert_eq!(err.matches("reusing earlier results").count(), 5, "{err}");
+        fashion_mnist::training::checkpoint::load_lenet5(
+            &dfdx::prelude::Cpu::default(),
+            &checkpoint,
+        )
+        .expect("the stage wrote its checkpoint again");
+    }
+
+    // Other data for the same run directory: refused, naming what differs, nothing rerun.
+    let mut other = args.to_vec();
+    other[3] = sample().to_str().unwrap().to_string().leak();
+    let refused = run(&other);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(err.contains("train_data: "), "{err}");
+    assert!(err.contains("--fresh"), "{err}");
 
     // A build without the `cuda` feature refuses the GPU by name, before doing any work.
     if cfg!(not(feature = "cuda")) {

@@ -127,7 +127,7 @@ fn csv_errors_name_file_row_and_column() {
 
     let long = format!("{good},0");
     let (r, c, _) = csv_error(format!("{}\n{long}\n", header()));
-    assert_eq!((r, c.as_str()), (2, "column 786"));
+    assert_eq!((r, c.as_str()), (2, "786 (after pixel784)"));
 
     let mut pixels = zeros();
     pixels[41] = "1.5".into();

@@ -1,6 +1,8 @@
 //! Backbones against Keras: with the same weights and inputs, our VGG-16 and ResNet-50 must
 //! reproduce the reference outputs in ../shared/reference (computed with Keras 3 / TensorFlow).
 
+mod common;
+use common::real_images;
 use std::path::{Path, PathBuf};
 
 use dfdx::prelude::*;
@@ -275,26 +277,6 @@ fn mismatched_weights_are_listed_by_name_and_shape() {
         "nothing written on error"
     );
     let _ = Vgg16::new(&Cpu::default(), 0);
-}
-
-/// Real images when the Debian package is installed (CI installs it), else the sample.
-fn real_images(
-    train: usize,
-    test: usize,
-) -> (fashion_mnist::data::Dataset, fashion_mnist::data::Dataset) {
-    use fashion_mnist::data::{csv, source};
-    let debian = Path::new(source::DEBIAN_DATA_DIR);
-    if debian.join("train-images-idx3-ubyte.gz").is_file() {
-        let loaded = source::load(&source::locate(Some(debian)).unwrap()).unwrap();
-        (loaded.train.head(train), loaded.test.unwrap().head(test))
-    } else {
-        eprintln!("note: real IDX files not installed; using the 200-image sample");
-        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
-        (
-            csv::read_kaggle_csv(&sample.join("fashion-mnist_train.csv")).unwrap(),
-            csv::read_kaggle_csv(&sample.join("fashion-mnist_test.csv")).unwrap(),
-        )
-    }
 }
 
 #[test]

@@ -1,13 +1,13 @@
 //! Search spaces, random search, successive halving, resuming, and cross-validation.
 
-use std::path::Path;
+mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dfdx::prelude::Cpu;
 use fashion_mnist::cross_validation::{cross_validate, CvConfig, CvResults};
 use fashion_mnist::data::prepare::Prepared;
-use fashion_mnist::data::{csv, source};
 use fashion_mnist::models::LeNet5Config;
+use fashion_mnist::resume::RunKey;
 use fashion_mnist::training::{EpochRecord, History, TrainConfig};
 use fashion_mnist::tuning::{
     random_search, successive_halving, HyperParams, SearchOptions, SearchSpace, TrialRunner,
@@ -25,10 +25,15 @@ fn found(results: &TuningResults) -> Vec<(usize, usize, HyperParams, f64)> {
         .collect()
 }
 
-/// A stand-in for training: the score rises with units and epochs, counts its calls.
-struct FakeRunner(AtomicUsize);
+/// A stand-in for training: the score rises with units and epochs, counts its calls. Its
+/// second field stands for a training setting (a batch size) that keys its results.
+struct FakeRunner(AtomicUsize, usize);
 
 impl TrialRunner for FakeRunner {
+    fn key(&self) -> RunKey {
+        RunKey::new().with("batch_size", self.1)
+    }
+
     fn run(
         &self,
         _trial: usize,
@@ -57,7 +62,7 @@ impl TrialRunner for FakeRunner {
 }
 
 fn runner() -> FakeRunner {
-    FakeRunner(AtomicUsize::new(0))
+    FakeRunner(AtomicUsize::new(0), 32)
 }
 
 #[test]
@@ -180,9 +185,11 @@ fn an_interrupted_search_resumes_without_repeating_trials() {
     );
     assert_eq!(again.0.load(Ordering::SeqCst), 0);
 
-    // Interrupted after two trials: only the other three run.
+    // Interrupted after two trials (the file's first line is its run key): only the other
+    // three run.
     let text = std::fs::read_to_string(&file).unwrap();
-    let kept: Vec<&str> = text.lines().take(2).collect();
+    assert!(text.starts_with("{\"run_key\""), "{text}");
+    let kept: Vec<&str> = text.lines().take(3).collect();
     std::fs::write(&file, kept.join("\n") + "\n").unwrap();
     let resumed = runner();
     let results = random_search(&space, 5, 2, &resumed, &options, Some(&file), &|_| {}).unwrap();
@@ -190,10 +197,115 @@ fn an_interrupted_search_resumes_without_repeating_trials() {
     assert_eq!(found(&results), found(&full));
     assert_eq!(TuningResults::load(&file).unwrap().len(), 5);
 
-    // Another seed draws other trials: the file is refused rather than mixed.
+    // Other settings: the file is refused rather than mixed, naming what differs.
     let other = SearchOptions { seed: 9, ..options };
     let err = random_search(&space, 5, 2, &runner(), &other, Some(&file), &|_| {}).unwrap_err();
-    assert!(err.to_string().contains("other hyperparameters"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("seed: 42 in the stored results, 9 now"),
+        "{err}"
+    );
+    let other_batch = FakeRunner(AtomicUsize::new(0), 64);
+    let err =
+        random_search(&space, 5, 2, &other_batch, &options, Some(&file), &|_| {}).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("batch_size: 32 in the stored results, 64 now"),
+        "{err}"
+    );
+    assert_eq!(other_batch.0.load(Ordering::SeqCst), 0, "nothing trained");
+    let err = random_search(&space, 5, 3, &runner(), &options, Some(&file), &|_| {}).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("epochs: 2 in the stored results, 3 now"),
+        "{err}"
+    );
+    let err = random_search(
+        &SearchSpace::wide(),
+        5,
+        2,
+        &runner(),
+        &options,
+        Some(&file),
+        &|_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("space."), "{err}");
+    assert!(err.to_string().contains("--fresh"), "{err}");
+    assert_eq!(
+        TuningResults::load(&file).unwrap().len(),
+        5,
+        "file unchanged"
+    );
+}
+
+#[test]
+fn a_torn_last_line_is_set_aside_and_its_trial_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("random.jsonl");
+    let space = SearchSpace::walkthrough();
+    let options = SearchOptions::default();
+    let full = random_search(&space, 4, 2, &runner(), &options, Some(&file), &|_| {}).unwrap();
+    // A run killed while writing its fourth trial: the line is cut and has no newline.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let torn = &lines[4][..lines[4].len() / 2];
+    std::fs::write(&file, format!("{}\n{torn}", lines[..4].join("\n"))).unwrap();
+
+    let resumed = runner();
+    let results = random_search(&space, 4, 2, &resumed, &options, Some(&file), &|_| {}).unwrap();
+    assert_eq!(
+        resumed.0.load(Ordering::SeqCst),
+        1,
+        "only the torn trial is redone"
+    );
+    assert_eq!(found(&results), found(&full));
+    let torn_file = dir.path().join("random.jsonl.torn");
+    assert_eq!(
+        std::fs::read_to_string(&torn_file).unwrap(),
+        format!("{torn}\n")
+    );
+    // The file is whole again: every later run reads it.
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().count(), 5);
+    assert!(text.ends_with('\n'));
+    let again = runner();
+    random_search(&space, 4, 2, &again, &options, Some(&file), &|_| {}).unwrap();
+    assert_eq!(again.0.load(Ordering::SeqCst), 0);
+
+    // A file without a run key (an older version's) cannot be checked: refused.
+    std::fs::write(&file, lines[1..].join("\n") + "\n").unwrap();
+    let err = random_search(&space, 4, 2, &runner(), &options, Some(&file), &|_| {}).unwrap_err();
+    assert!(err.to_string().contains("not a run key"), "{err}");
+}
+
+#[test]
+fn searches_refuse_settings_that_train_nothing() {
+    let space = SearchSpace::walkthrough();
+    let options = SearchOptions::default();
+    let counting = runner();
+    for (trials, epochs) in [(0, 2), (3, 0)] {
+        let err =
+            random_search(&space, trials, epochs, &counting, &options, None, &|_| {}).unwrap_err();
+        assert!(err.to_string().contains("must be at least 1"), "{err}");
+    }
+    for bad in [
+        SearchOptions {
+            executions_per_trial: 0,
+            ..SearchOptions::default()
+        },
+        SearchOptions {
+            parallel_trials: 0,
+            ..SearchOptions::default()
+        },
+    ] {
+        let err = random_search(&space, 3, 1, &counting, &bad, None, &|_| {}).unwrap_err();
+        assert!(err.to_string().contains("must be at least 1"), "{err}");
+    }
+    let err =
+        successive_halving(&space, 0, 1, 9, 3, &counting, &options, None, &|_| {}).unwrap_err();
+    assert!(err.to_string().contains("at least 1 trial"), "{err}");
+    assert_eq!(counting.0.load(Ordering::SeqCst), 0);
 }
 
 #[test]
@@ -238,15 +350,7 @@ fn successive_halving_spends_fewer_epochs_on_poor_trials() {
 
 #[test]
 fn cross_validation_on_real_images_gives_sensible_numbers_and_resumes() {
-    let debian = Path::new(source::DEBIAN_DATA_DIR);
-    let data = if debian.join("train-images-idx3-ubyte.gz").is_file() {
-        let loaded = source::load(&source::locate(Some(debian)).unwrap()).unwrap();
-        Prepared::from_dataset(&loaded.train.head(1500))
-    } else {
-        let sample =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample/fashion-mnist_train.csv");
-        Prepared::from_dataset(&csv::read_kaggle_csv(&sample).unwrap())
-    };
+    let data = Prepared::from_dataset(&common::real_images(1500, 0).0);
     let config = CvConfig {
         folds: 3,
         seed: 42,
@@ -278,4 +382,28 @@ fn cross_validation_on_real_images_gives_sensible_numbers_and_resumes() {
         })
         .unwrap();
     assert_eq!(again, results);
+
+    // Other images or settings: refused, naming what differs, before any training.
+    let fewer = data.subset(&(0..data.len() - 3).collect::<Vec<_>>());
+    let err = cross_validate(
+        &Cpu::default(),
+        &fewer,
+        &config,
+        Some(&file),
+        false,
+        &|_| panic!("trained"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("data: "), "{err}");
+    let mut other = config.clone();
+    other.train.batch_size = 64;
+    let err = cross_validate(&Cpu::default(), &data, &other, Some(&file), false, &|_| {
+        panic!("trained")
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cv.train.batch_size: 32 in the stored results, 64 now"),
+        "{err}"
+    );
 }

@@ -22,17 +22,60 @@ fn parse_u8_field(field: &[u8], max: u8) -> Result<u8, String> {
     }
     let value: i64 = trimmed
         .parse()
-        .map_err(|_| format!("{trimmed:?} is not an integer"))?;
+        .map_err(|_| format!("{:?} is not an integer", crate::error::cut(trimmed, 40)))?;
     if value < 0 || value > max as i64 {
         return Err(format!("{value} is outside 0-{max}"));
     }
     Ok(value as u8)
 }
 
+/// What a file that starts with `head` is, when it is a known binary format rather than text.
+pub fn binary_format(head: &[u8]) -> Option<&'static str> {
+    const FORMATS: [(&[u8], &str); 6] = [
+        (
+            b"\x1f\x8b",
+            "a gzip file (decompress it first; for the IDX .gz files pass their directory)",
+        ),
+        (
+            b"\x89PNG",
+            "a PNG image (`fashion-mnist predict` classifies pictures)",
+        ),
+        (
+            b"\xff\xd8\xff",
+            "a JPEG image (`fashion-mnist predict` classifies pictures)",
+        ),
+        (
+            b"PK\x03\x04",
+            "a zip archive (extract the CSV from it first)",
+        ),
+        (
+            b"\x00\x00\x08\x03",
+            "an IDX image file (pass the directory holding the IDX files)",
+        ),
+        (
+            b"\x00\x00\x08\x01",
+            "an IDX label file (pass the directory holding the IDX files)",
+        ),
+    ];
+    FORMATS
+        .iter()
+        .find(|(magic, _)| head.starts_with(magic))
+        .map(|(_, what)| *what)
+}
+
 /// Reads a Kaggle-format CSV file. Every problem is reported with its file, line and column.
 pub fn read_kaggle_csv(path: &Path) -> DataResult<Dataset> {
+    use std::io::{BufRead, BufReader};
     let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-    read_kaggle_csv_from(path, std::io::BufReader::with_capacity(1 << 20, file))
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let head = reader.fill_buf().map_err(|e| DataError::io(path, e))?;
+    if let Some(what) = binary_format(head) {
+        return Err(DataError::invalid(
+            path,
+            format!("expected Kaggle-format CSV (label,pixel1,...,pixel784), but this is {what}"),
+        ));
+    }
+    read_kaggle_csv_from(path, reader)
 }
 
 /// Reads Kaggle-format CSV from any reader; `path` is only used in error messages.
@@ -68,11 +111,13 @@ pub fn read_kaggle_csv_from(path: &Path, reader: impl std::io::Read) -> DataResu
             return Err(DataError::malformed(
                 path,
                 1,
-                expected.clone().unwrap_or_else(|| format!("column {}", index + 1)),
+                expected
+                    .clone()
+                    .unwrap_or_else(|| format!("{} (after pixel784)", index + 1)),
                 match (expected, found) {
-                    (Some(e), Some(f)) => format!("header has {f:?} where {e:?} was expected (Kaggle format: label,pixel1,...,pixel784)"),
+                    (Some(e), Some(f)) => format!("header has {:?} where {e:?} was expected (Kaggle format: label,pixel1,...,pixel784)", crate::error::cut(&f, 40)),
                     (Some(e), None) => format!("header ends after {index} columns; {e:?} is missing"),
-                    (None, Some(f)) => format!("header has an extra column {f:?} after pixel784"),
+                    (None, Some(f)) => format!("header has an extra column {:?} after pixel784", crate::error::cut(&f, 40)),
                     (None, None) => unreachable!(),
                 },
             ));
@@ -93,7 +138,7 @@ pub fn read_kaggle_csv_from(path: &Path, reader: impl std::io::Read) -> DataResu
             let column = if record.len() < expected_columns {
                 column_name(record.len())
             } else {
-                format!("column {}", expected_columns + 1)
+                format!("{} (after pixel784)", expected_columns + 1)
             };
             return Err(DataError::malformed(
                 path,

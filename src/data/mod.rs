@@ -80,6 +80,11 @@ impl Dataset {
         Dataset { images, labels }
     }
 
+    /// SHA-256 (hex) of the exact images and labels: what results reused from disk are keyed by.
+    pub fn fingerprint(&self) -> String {
+        crate::resume::fingerprint([self.images.as_slice(), &self.labels])
+    }
+
     /// The first `n` images (all of them when `n` is larger).
     pub fn head(&self, n: usize) -> Dataset {
         let n = n.min(self.len());

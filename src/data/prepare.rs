@@ -53,6 +53,12 @@ impl Prepared {
         one_hot(&self.labels)
     }
 
+    /// SHA-256 (hex) of the exact values and labels: what results reused from disk are keyed by.
+    pub fn fingerprint(&self) -> String {
+        let bytes: Vec<u8> = self.pixels.iter().flat_map(|v| v.to_le_bytes()).collect();
+        crate::resume::fingerprint([bytes.as_slice(), &self.labels])
+    }
+
     /// Values per image: 784 for Fashion-MNIST pixels, more for resized images or features.
     pub fn values_per_image(&self) -> usize {
         if self.labels.is_empty() {

@@ -33,6 +33,31 @@ pub const IDX_FILES: [(&str, u64, &str); 4] = [
     ),
 ];
 
+/// The committed sample (`data/sample/idx/`): the first 2,000 training and 1,000 test images
+/// of the files above, as IDX: name, decompressed size, SHA-256 of the decompressed content.
+pub const SAMPLE_IDX_FILES: [(&str, u64, &str); 4] = [
+    (
+        "train-images-idx3-ubyte",
+        1_568_016,
+        "71a9f8cec24060d6752b3e4940ce6d6fd729334afa47b735dd553481aa83b53e",
+    ),
+    (
+        "train-labels-idx1-ubyte",
+        2_008,
+        "8983259dfbc9f185f92698916f7daf361704b43ba7d19568cc7bcdeefdc1bece",
+    ),
+    (
+        "t10k-images-idx3-ubyte",
+        784_016,
+        "7a6d8e07ea021ec5bc73135ebd0a5770799557ec6f8242d8749c4f32a3cf4643",
+    ),
+    (
+        "t10k-labels-idx1-ubyte",
+        1_008,
+        "b40abac7ec8228f434940f579deb7cf7b6e3103b5274cb91d1545771f5ef1c8b",
+    ),
+];
+
 /// Kaggle's CSV export names.
 pub const KAGGLE_TRAIN_CSV: &str = "fashion-mnist_train.csv";
 pub const KAGGLE_TEST_CSV: &str = "fashion-mnist_test.csv";
@@ -91,6 +116,8 @@ pub enum Verification {
     Mismatch(Vec<String>),
     /// CSV input: there is no published checksum to compare with.
     NotApplicable,
+    /// The committed sample: the first images of the published files ([`SAMPLE_IDX_FILES`]).
+    Sample,
 }
 
 /// The loaded training and test sets.
@@ -138,35 +165,84 @@ fn locate_in(dir: &Path, origin: Origin) -> Option<Located> {
     })
 }
 
+/// What `--data PATH` holds: a Kaggle CSV file, or a directory with IDX files or Kaggle CSVs.
+fn locate_user_path(path: &Path) -> DataResult<Located> {
+    let metadata = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            DataError::invalid(path, "--data: no such file or directory")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            DataError::invalid(path, "--data: permission denied")
+        }
+        _ => DataError::io(path, e),
+    })?;
+    if metadata.is_file() {
+        return Ok(Located {
+            train: path.to_path_buf(),
+            train_labels: None,
+            test: None,
+            test_labels: None,
+            origin: Origin::UserPath,
+            format: DataFormat::KaggleCsv,
+        });
+    }
+    if !metadata.is_dir() {
+        return Err(DataError::invalid(
+            path,
+            "--data: neither a regular file nor a directory (a device, pipe or socket?); give a Kaggle CSV file or a directory",
+        ));
+    }
+    let listing = std::fs::read_dir(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => DataError::invalid(
+            path,
+            "--data: permission denied (the directory cannot be listed)",
+        ),
+        _ => DataError::io(path, e),
+    })?;
+    drop(listing);
+    if let Some(found) = locate_in(path, Origin::UserPath) {
+        let idx = found.format == DataFormat::Idx;
+        if idx && found.test.is_some() != found.test_labels.is_some() {
+            let missing = if found.test.is_some() {
+                IDX_FILES[3].0
+            } else {
+                IDX_FILES[2].0
+            };
+            return Err(DataError::invalid(
+                path,
+                format!(
+                    "--data: the directory holds half of the test set: {missing}[.gz] is missing"
+                ),
+            ));
+        }
+        return Ok(found);
+    }
+    let (present, missing): (Vec<&str>, Vec<&str>) = IDX_FILES
+        .iter()
+        .map(|(name, _, _)| *name)
+        .partition(|name| idx_file_in(path, name).is_some());
+    Err(DataError::invalid(
+        path,
+        if present.is_empty() {
+            format!(
+                "--data: the directory holds neither the IDX files ({}[.gz], ...) nor {KAGGLE_TRAIN_CSV}",
+                IDX_FILES[0].0
+            )
+        } else {
+            format!(
+                "--data: the directory holds {} but not {} (each with or without .gz)",
+                present.join(", "),
+                missing.join(", ")
+            )
+        },
+    ))
+}
+
 /// Finds the data without downloading. `user_path` may be a directory (IDX files or Kaggle
 /// CSVs) or a Kaggle-format CSV file (the training set).
 pub fn locate(user_path: Option<&Path>) -> DataResult<Located> {
     if let Some(path) = user_path {
-        if path.is_file() {
-            return Ok(Located {
-                train: path.to_path_buf(),
-                train_labels: None,
-                test: None,
-                test_labels: None,
-                origin: Origin::UserPath,
-                format: DataFormat::KaggleCsv,
-            });
-        }
-        if !path.exists() {
-            return Err(DataError::invalid(
-                path,
-                "--data: no such file or directory",
-            ));
-        }
-        return locate_in(path, Origin::UserPath).ok_or_else(|| {
-            DataError::invalid(
-                path,
-                format!(
-                    "--data: the directory holds neither the IDX files ({}[.gz], ...) nor {KAGGLE_TRAIN_CSV}",
-                    IDX_FILES[0].0
-                ),
-            )
-        });
+        return locate_user_path(path);
     }
     let candidates = [
         (PathBuf::from(PROJECT_DATA_DIR), Origin::ProjectDir),
@@ -186,43 +262,52 @@ pub fn locate(user_path: Option<&Path>) -> DataResult<Located> {
     })
 }
 
-fn verify_hash(path: &Path, actual: &str, mismatches: &mut Vec<String>) {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().trim_end_matches(".gz").to_string())
-        .unwrap_or_default();
-    match IDX_FILES.iter().find(|(n, _, _)| *n == name) {
-        Some((_, _, expected)) if *expected == actual => {}
-        _ => mismatches.push(path.display().to_string()),
-    }
+/// The files of `hashes` (path, SHA-256 of the content) that differ from `table`.
+fn mismatches(hashes: &[(&Path, String)], table: &[(&str, u64, &str); 4]) -> Vec<String> {
+    hashes
+        .iter()
+        .filter(|(path, actual)| {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().trim_end_matches(".gz").to_string())
+                .unwrap_or_default();
+            !table
+                .iter()
+                .any(|(n, _, expected)| *n == name && expected == actual)
+        })
+        .map(|(path, _)| path.display().to_string())
+        .collect()
 }
 
 /// Loads what [`locate`] found, verifying IDX content against the published checksums.
 pub fn load(located: &Located) -> DataResult<FashionMnist> {
     match located.format {
         DataFormat::Idx => {
-            let mut mismatches = Vec::new();
             let train_labels = located.train_labels.as_ref().expect("IDX has labels");
             let (train, [h_img, h_lab]) = idx::read_pair(&located.train, train_labels)?;
-            verify_hash(&located.train, &h_img, &mut mismatches);
-            verify_hash(train_labels, &h_lab, &mut mismatches);
+            let mut hashes = vec![
+                (located.train.as_path(), h_img),
+                (train_labels.as_path(), h_lab),
+            ];
             let test = match (&located.test, &located.test_labels) {
                 (Some(images), Some(labels)) => {
                     let (test, [h_img, h_lab]) = idx::read_pair(images, labels)?;
-                    verify_hash(images, &h_img, &mut mismatches);
-                    verify_hash(labels, &h_lab, &mut mismatches);
+                    hashes.extend([(images.as_path(), h_img), (labels.as_path(), h_lab)]);
                     Some(test)
                 }
                 _ => None,
             };
+            let differ = mismatches(&hashes, &IDX_FILES);
             Ok(FashionMnist {
                 train,
                 test,
                 located: located.clone(),
-                verification: if mismatches.is_empty() {
+                verification: if differ.is_empty() {
                     Verification::Verified
+                } else if mismatches(&hashes, &SAMPLE_IDX_FILES).is_empty() {
+                    Verification::Sample
                 } else {
-                    Verification::Mismatch(mismatches)
+                    Verification::Mismatch(differ)
                 },
             })
         }

@@ -22,6 +22,35 @@ fn checkpoint_error(path: &Path, message: impl Into<String>) -> TrainError {
     }
 }
 
+/// What a safetensors reading error means for the file, in words (the library's names, such
+/// as `HeaderTooLarge`, say little to a user).
+pub(crate) fn safetensors_problem(error: &::safetensors::SafeTensorError) -> String {
+    use ::safetensors::SafeTensorError as E;
+    match error {
+        E::HeaderTooSmall => "too short to be a safetensors file (empty or truncated)".into(),
+        E::HeaderTooLarge | E::InvalidHeaderLength => {
+            "not a safetensors file, or truncated: its first 8 bytes give a header length the file cannot hold".into()
+        }
+        E::InvalidHeader | E::InvalidHeaderStart | E::InvalidHeaderDeserialization | E::JsonError(_) => {
+            "not a safetensors file, or damaged: its header is not the expected JSON".into()
+        }
+        E::MetadataIncompleteBuffer | E::TensorInvalidInfo | E::InvalidOffset(_) | E::ValidationOverflow => {
+            "truncated or damaged: the tensor data does not match what its header lists".into()
+        }
+        E::InvalidTensorView(..) => "damaged: a tensor's size does not match its shape".into(),
+        E::TensorNotFound(name) => format!("has no tensor {name}"),
+        E::IoError(e) => e.to_string(),
+    }
+}
+
+/// SHA-256 of a model's tensors (names and little-endian data, by name): stored in every
+/// checkpoint and checked on loading, so any changed byte is caught.
+fn tensors_digest<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut sorted: Vec<(&str, &[u8])> = tensors.into_iter().collect();
+    sorted.sort_by_key(|(name, _)| *name);
+    crate::resume::fingerprint(sorted.iter().flat_map(|(n, d)| [n.as_bytes(), *d]))
+}
+
 struct Collect(Vec<(String, Vec<usize>, Vec<u8>)>);
 
 impl<D: ModelDevice> ParamVisitor<D> for Collect {
@@ -57,8 +86,15 @@ pub fn save_with<M: Parameters>(
             (name.clone(), view)
         })
         .collect();
+    let digest = tensors_digest(
+        collected
+            .0
+            .iter()
+            .map(|(name, _, bytes)| (name.as_str(), bytes.as_slice())),
+    );
     let mut metadata = HashMap::from([
         ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
+        ("sha256".to_string(), digest),
         ("architecture".to_string(), model.architecture().to_string()),
         ("config".to_string(), model.config_json().to_string()),
     ]);
@@ -76,6 +112,8 @@ struct Fill<'a> {
     data: &'a [u8],
     seen: Vec<String>,
     problems: Vec<String>,
+    /// Tensors holding NaN or infinity.
+    non_finite: Vec<String>,
 }
 
 impl<D: ModelDevice> ParamVisitorMut<D> for Fill<'_> {
@@ -106,7 +144,13 @@ impl<D: ModelDevice> ParamVisitorMut<D> for Fill<'_> {
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
-            t.copy_from(&values);
+            let non_finite = values.iter().filter(|v| !v.is_finite()).count();
+            if non_finite > 0 {
+                self.non_finite
+                    .push(format!("{name} ({non_finite} of its values)"));
+            } else {
+                t.copy_from(&values);
+            }
         }
         Ok(())
     }
@@ -115,10 +159,9 @@ impl<D: ModelDevice> ParamVisitorMut<D> for Fill<'_> {
 /// Reads a checkpoint file's header; the tensor data starts at the returned offset.
 fn read_header(path: &Path, bytes: &[u8]) -> Result<(usize, Metadata), TrainError> {
     // Validates the header and that every tensor's offsets lie inside the file.
-    SafeTensors::deserialize(bytes)
-        .map_err(|e| checkpoint_error(path, format!("not a valid safetensors file: {e:?}")))?;
+    SafeTensors::deserialize(bytes).map_err(|e| checkpoint_error(path, safetensors_problem(&e)))?;
     let (header_len, metadata) = SafeTensors::read_metadata(bytes)
-        .map_err(|e| checkpoint_error(path, format!("not a valid safetensors file: {e:?}")))?;
+        .map_err(|e| checkpoint_error(path, safetensors_problem(&e)))?;
     Ok((8 + header_len, metadata))
 }
 
@@ -127,11 +170,13 @@ fn read_header(path: &Path, bytes: &[u8]) -> Result<(usize, Metadata), TrainErro
 pub fn load_into<M: Parameters>(model: &mut M, path: &Path) -> Result<(), TrainError> {
     let bytes = std::fs::read(path).map_err(|e| checkpoint_error(path, e.to_string()))?;
     let (data_start, metadata) = read_header(path, &bytes)?;
+    let data = &bytes[data_start..];
     let mut fill = Fill {
         tensors: metadata.tensors(),
-        data: &bytes[data_start..],
+        data,
         seen: Vec::new(),
         problems: Vec::new(),
+        non_finite: Vec::new(),
     };
     let Ok(()) = model.visit_params_mut(&mut fill);
     let mut unexpected: Vec<&String> = fill
@@ -142,6 +187,29 @@ pub fn load_into<M: Parameters>(model: &mut M, path: &Path) -> Result<(), TrainE
     unexpected.sort();
     for name in unexpected {
         fill.problems.push(format!("unexpected tensor {name}"));
+    }
+    if fill.problems.is_empty() && !fill.non_finite.is_empty() {
+        return Err(checkpoint_error(
+            path,
+            format!(
+                "NaN or infinite weights in {} (the file is damaged, or the run that wrote it diverged)",
+                fill.non_finite.join(", ")
+            ),
+        ));
+    }
+    // Any other changed byte: the digest stored at saving (absent in older checkpoints).
+    let stored_digest = metadata.metadata().as_ref().and_then(|m| m.get("sha256"));
+    if let (true, Some(stored)) = (fill.problems.is_empty(), stored_digest) {
+        let actual = tensors_digest(fill.tensors.iter().map(|(name, info)| {
+            let (start, end) = info.data_offsets;
+            (name.as_str(), &data[start..end])
+        }));
+        if &actual != stored {
+            return Err(checkpoint_error(
+                path,
+                "its tensors changed after it was written (their SHA-256 differs from the one stored in it): the file is damaged",
+            ));
+        }
     }
     if fill.problems.is_empty() {
         Ok(())

@@ -86,8 +86,13 @@ impl Default for TrainConfig {
     }
 }
 
+/// A batch loss this many times the run's first one (or chance level's, if larger) means the
+/// run has exploded, even while the value stays finite.
+pub const EXPLODED_LOSS_FACTOR: f32 = 1000.0;
+
 impl TrainConfig {
-    fn validate(&self, has_validation: bool) -> Result<(), TrainError> {
+    /// Refuses settings that cannot train (call it before loading data or writing anything).
+    pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |name: &str, message: &str| {
             Err(TrainError::Config {
                 name: name.into(),
@@ -103,8 +108,24 @@ impl TrainConfig {
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             return bad("learning_rate", "must be a positive number");
         }
+        if let Some(stopping) = &self.early_stopping {
+            if stopping.patience == 0 {
+                return bad("early_stopping.patience", "must be at least 1 epoch");
+            }
+            if !(stopping.min_delta.is_finite() && stopping.min_delta >= 0.0) {
+                return bad("early_stopping.min_delta", "must be a number >= 0");
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_for(&self, has_validation: bool) -> Result<(), TrainError> {
+        self.validate()?;
         if self.early_stopping.is_some() && !has_validation {
-            return bad("early_stopping", "needs validation data to monitor");
+            return Err(TrainError::Config {
+                name: "early_stopping".into(),
+                message: "needs validation data to monitor".into(),
+            });
         }
         Ok(())
     }
@@ -254,7 +275,13 @@ fn fit_here<M: ImageClassifier>(
     config: &TrainConfig,
     observer: &mut dyn TrainObserver,
 ) -> Result<History, TrainError> {
-    config.validate(validation.is_some())?;
+    config.validate_for(validation.is_some())?;
+    if validation.is_some_and(|v| v.is_empty()) {
+        return Err(TrainError::Config {
+            name: "validation".into(),
+            message: "the validation set holds no images (too few images for the split: use more, or a larger validation split)".into(),
+        });
+    }
     refresh_param_ids(model);
     let Some(&train) = train_variants.first() else {
         return Err(TrainError::Config {
@@ -294,6 +321,7 @@ fn fit_here<M: ImageClassifier>(
     let steps = train.len().div_ceil(config.batch_size);
     let mut history = History::default();
     let mut best: Option<(f64, usize, M)> = None;
+    let mut first_loss: Option<f32> = None;
 
     for epoch in 1..=config.epochs {
         let started = Instant::now();
@@ -317,7 +345,9 @@ fn fit_here<M: ImageClassifier>(
             let logit_values = logits.as_vec();
             let loss = cross_entropy_with_logits_loss(logits, targets);
             let loss_value = loss.as_vec()[0];
-            if !loss_value.is_finite() {
+            let reference = *first_loss.get_or_insert(loss_value);
+            let limit = EXPLODED_LOSS_FACTOR * reference.max(std::f32::consts::LN_10);
+            if !loss_value.is_finite() || loss_value > limit {
                 return Err(TrainError::Diverged {
                     epoch,
                     step: step + 1,

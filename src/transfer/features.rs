@@ -269,9 +269,10 @@ impl ExtractionRecord {
     }
 }
 
-/// The cache file for `settings` and this exact set of images.
+/// The cache file for `settings`, this exact set of images and this library version.
 pub fn cache_path(dir: &Path, settings: &FeatureSettings, images: &[u8]) -> PathBuf {
     let mut hasher = Sha256::new();
+    hasher.update(crate::resume::CODE_VERSION.as_bytes());
     hasher.update(serde_json::to_vec(settings).expect("plain struct"));
     hasher.update(Sha256::digest(images));
     let key = hex::encode(hasher.finalize());
@@ -298,10 +299,12 @@ fn cache_error(path: &Path, message: impl Into<String>) -> TrainError {
 
 fn read_cache(path: &Path, settings: &FeatureSettings, n: usize) -> Result<Features, TrainError> {
     let bytes = std::fs::read(path).map_err(|e| cache_error(path, e.to_string()))?;
-    let file = SafeTensors::deserialize(&bytes)
-        .map_err(|e| cache_error(path, format!("not a valid feature file: {e:?}")))?;
-    let (_, metadata) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| cache_error(path, format!("not a valid feature file: {e:?}")))?;
+    let invalid = |e: ::safetensors::SafeTensorError| {
+        let problem = crate::training::checkpoint::safetensors_problem(&e);
+        cache_error(path, format!("not a valid feature file: {problem}"))
+    };
+    let file = SafeTensors::deserialize(&bytes).map_err(invalid)?;
+    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(invalid)?;
     let stored: Option<FeatureSettings> = metadata
         .metadata()
         .as_ref()
@@ -310,9 +313,15 @@ fn read_cache(path: &Path, settings: &FeatureSettings, n: usize) -> Result<Featu
     if stored.as_ref() != Some(settings) {
         return Err(cache_error(path, "made with other settings"));
     }
-    let view = file
-        .tensor("features")
-        .map_err(|e| cache_error(path, format!("no features tensor: {e:?}")))?;
+    let view = file.tensor("features").map_err(|e| {
+        cache_error(
+            path,
+            format!(
+                "no features tensor: {}",
+                crate::training::checkpoint::safetensors_problem(&e)
+            ),
+        )
+    })?;
     let [count, c, h, w] = view.shape()[..] else {
         return Err(cache_error(path, "features tensor is not 4-D"));
     };

@@ -23,6 +23,7 @@ use crate::data::Dataset;
 use crate::error::TrainError;
 use crate::models::{DenseHead, HeadConfig, ImageClassifier, ModelSummary};
 use crate::ops::ModelDevice;
+use crate::resume::RunKey;
 use crate::training::{self, EarlyStopping, Evaluation, History, TrainConfig, TrainObserver};
 
 /// Which weights a backbone carries.
@@ -174,6 +175,9 @@ pub struct TransferOutcome {
     /// Where it ran, e.g. "cpu (2 threads)" or "cuda:0" (absent in results of older versions).
     #[serde(default)]
     pub device: String,
+    /// What made these results (see [`run_key`]; absent in results of older versions).
+    #[serde(default)]
+    pub run_key: RunKey,
 }
 
 impl TransferOutcome {
@@ -516,6 +520,7 @@ pub fn run_transfer<D: ModelDevice>(
         fine_tune,
         wall_seconds: started.elapsed().as_secs_f64(),
         device: device.describe(),
+        run_key: run_key(inputs, config),
     })
 }
 
@@ -578,19 +583,44 @@ pub fn result_file_name(config: &TransferConfig) -> String {
     )
 }
 
-/// The results saved at `path`, if they were made with exactly `config` and `weights`.
-pub fn previous_outcome(
-    path: &Path,
-    config: &TransferConfig,
-    weights: &WeightsInfo,
-) -> Option<TransferOutcome> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let outcome: TransferOutcome = serde_json::from_str(&text).ok()?;
-    (outcome.config == *config && outcome.weights == *weights).then_some(outcome)
+/// What determines a transfer run's results: the exact images, the settings, the weights, the
+/// device and the library version.
+pub fn run_key<D: ModelDevice>(inputs: &TransferInputs<'_, D>, config: &TransferConfig) -> RunKey {
+    RunKey::new()
+        .with("train_data", inputs.train_set.fingerprint())
+        .with("test_data", inputs.test_set.map(|t| t.fingerprint()))
+        .with("config", config)
+        .with("weights", inputs.weights)
+        .with("device", D::CHOICE)
 }
 
-/// [`run_transfer`], unless `out_dir` already holds results of the same configuration and
-/// weights (then they are loaded); new results are saved there (atomically).
+/// The results saved at `path`, if there are any. Results made under another key are refused
+/// (naming what differs); an unreadable file is reported and its run done again.
+pub fn previous_outcome(
+    path: &Path,
+    key: &RunKey,
+    observer: &mut dyn TransferObserver,
+) -> Result<Option<TransferOutcome>, TrainError> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(None);
+    };
+    match serde_json::from_str::<TransferOutcome>(&text) {
+        Ok(outcome) => {
+            key.check(&outcome.run_key, path)?;
+            Ok(Some(outcome))
+        }
+        Err(e) => {
+            observer.on_stage(&format!(
+                "warning: {} cannot be read ({e}); running it again",
+                path.display()
+            ));
+            Ok(None)
+        }
+    }
+}
+
+/// [`run_transfer`], unless `out_dir` already holds results of the same images, configuration
+/// and weights (then they are loaded); new results are saved there (atomically).
 pub fn run_or_reuse<D: ModelDevice>(
     out_dir: &Path,
     inputs: &TransferInputs<'_, D>,
@@ -599,7 +629,8 @@ pub fn run_or_reuse<D: ModelDevice>(
 ) -> Result<TransferOutcome, TrainError> {
     let weights = inputs.weights;
     let path = out_dir.join(result_file_name(config));
-    if let Some(outcome) = previous_outcome(&path, config, weights) {
+    let key = run_key(inputs, config);
+    if let Some(outcome) = previous_outcome(&path, &key, observer)? {
         observer.on_stage(&format!(
             "{}: results of an earlier run, {}",
             outcome.label,

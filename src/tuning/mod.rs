@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::ops::{DeviceChoice, ModelDevice};
+use crate::resume::RunKey;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -72,6 +73,11 @@ pub trait TrialRunner: Sync {
         epochs: usize,
         execution: usize,
     ) -> Result<History, TrainError>;
+
+    /// Everything besides the hyperparameters and the epochs that determines a trial's result
+    /// (the exact training and validation images, the training settings, the device): finished
+    /// trials are reused only under the same key.
+    fn key(&self) -> RunKey;
 
     /// Trials this runner can train at once (`SearchOptions::parallel_trials` is capped by it).
     fn max_parallel_trials(&self) -> usize {
@@ -227,22 +233,17 @@ impl TuningResults {
         table
     }
 
-    /// Reads the records of a results file (missing file: none).
+    /// Reads the records of a results file (missing file: none) without checking what made
+    /// them.
     pub fn load(path: &Path) -> Result<Vec<TrialRecord>, DataError> {
-        crate::fsutil::read_json_lines(path)
+        crate::resume::read_records(path)
     }
 }
 
 /// Appends to the results file when there is one.
-struct ResultsLog(Option<crate::fsutil::JsonLinesLog>);
+struct ResultsLog(Option<crate::resume::ResultsLog>);
 
 impl ResultsLog {
-    fn open(path: Option<&Path>) -> Result<Self, DataError> {
-        path.map(crate::fsutil::JsonLinesLog::open)
-            .transpose()
-            .map(ResultsLog)
-    }
-
     fn append(&self, record: &TrialRecord) -> Result<(), TrainError> {
         if let Some(log) = &self.0 {
             log.append(record)?;
@@ -259,6 +260,25 @@ pub struct SearchOptions {
     pub seed: u64,
     /// Trials trained at the same time (each shares the CPU cores with the others).
     pub parallel_trials: usize,
+}
+
+impl SearchOptions {
+    /// Refuses settings that cannot give a meaningful search.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let positive = [
+            ("executions per trial", self.executions_per_trial),
+            ("parallel trials", self.parallel_trials),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(TrainError::Config {
+                    name: name.into(),
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for SearchOptions {
@@ -339,20 +359,32 @@ fn run_trials(
     pool.install(|| pending.par_iter().map(run_one).collect())
 }
 
-/// Checks the space, reads the trials finished earlier and opens the results file.
+/// Checks the settings, reads the trials finished earlier with the same key (`search`: the
+/// search's own settings) and opens the results file.
 fn start(
     space: &SearchSpace,
+    runner: &dyn TrialRunner,
+    options: &SearchOptions,
+    search: RunKey,
     results_file: Option<&Path>,
 ) -> Result<(Vec<TrialRecord>, ResultsLog), TrainError> {
     space.validate().map_err(|message| TrainError::Config {
         name: "search space".into(),
         message,
     })?;
-    let done = match results_file {
-        Some(path) => TuningResults::load(path)?,
-        None => Vec::new(),
+    options.validate()?;
+    let Some(path) = results_file else {
+        return Ok((Vec::new(), ResultsLog(None)));
     };
-    Ok((done, ResultsLog::open(results_file)?))
+    let key = runner
+        .key()
+        .merged(&search)
+        .with("space", space)
+        .with("objective", options.objective)
+        .with("executions_per_trial", options.executions_per_trial)
+        .with("seed", options.seed);
+    let (log, done) = crate::resume::ResultsLog::open(path, &key)?;
+    Ok((done, ResultsLog(Some(log))))
 }
 
 /// Up to `count` draws, none repeated (as Keras Tuner retries a draw it has seen). A small
@@ -372,6 +404,35 @@ fn distinct_samples(space: &SearchSpace, count: usize, rng: &mut ChaCha8Rng) -> 
     drawn
 }
 
+/// Refuses random-search settings that train nothing.
+pub fn check_random_search(max_trials: usize, epochs: usize) -> Result<(), TrainError> {
+    for (name, value) in [("max trials", max_trials), ("epochs per trial", epochs)] {
+        if value == 0 {
+            return Err(TrainError::Config {
+                name: name.into(),
+                message: "must be at least 1".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses successive-halving settings that cannot form rungs.
+pub fn check_successive_halving(
+    trials: usize,
+    min_epochs: usize,
+    max_epochs: usize,
+    eta: usize,
+) -> Result<(), TrainError> {
+    if trials == 0 || eta < 2 || min_epochs == 0 || max_epochs < min_epochs {
+        return Err(TrainError::Config {
+            name: "successive halving".into(),
+            message: format!("needs at least 1 trial, eta >= 2 and 1 <= min_epochs <= max_epochs (trials {trials}, eta {eta}, epochs {min_epochs}..{max_epochs})"),
+        });
+    }
+    Ok(())
+}
+
 /// Keras Tuner's `RandomSearch`: `max_trials` draws from `space` (seeded), each trained for
 /// `epochs` (`executions_per_trial` times), scored by the objective.
 pub fn random_search(
@@ -383,7 +444,12 @@ pub fn random_search(
     results_file: Option<&Path>,
     on_trial: &(dyn Fn(&TrialRecord) + Sync),
 ) -> Result<TuningResults, TrainError> {
-    let (done, log) = start(space, results_file)?;
+    check_random_search(max_trials, epochs)?;
+    let search = RunKey::new()
+        .with("search", "random")
+        .with("max_trials", max_trials)
+        .with("epochs", epochs);
+    let (done, log) = start(space, runner, options, search, results_file)?;
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let pending: Vec<Pending> = distinct_samples(space, max_trials, &mut rng)
         .into_iter()
@@ -417,13 +483,14 @@ pub fn successive_halving(
     results_file: Option<&Path>,
     on_trial: &(dyn Fn(&TrialRecord) + Sync),
 ) -> Result<TuningResults, TrainError> {
-    if eta < 2 || min_epochs == 0 || max_epochs < min_epochs {
-        return Err(TrainError::Config {
-            name: "successive halving".into(),
-            message: format!("needs eta >= 2 and 1 <= min_epochs <= max_epochs (eta {eta}, epochs {min_epochs}..{max_epochs})"),
-        });
-    }
-    let (done, log) = start(space, results_file)?;
+    check_successive_halving(trials, min_epochs, max_epochs, eta)?;
+    let search = RunKey::new()
+        .with("search", "halving")
+        .with("trials", trials)
+        .with("min_epochs", min_epochs)
+        .with("max_epochs", max_epochs)
+        .with("eta", eta);
+    let (done, log) = start(space, runner, options, search, results_file)?;
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let mut alive: Vec<(usize, HyperParams)> = distinct_samples(space, trials, &mut rng)
         .into_iter()
@@ -528,6 +595,17 @@ impl LeNet5Trials<'_> {
 }
 
 impl TrialRunner for LeNet5Trials<'_> {
+    fn key(&self) -> RunKey {
+        RunKey::new()
+            .with("model", "lenet5-modified")
+            .with("train_data", self.train.fingerprint())
+            .with("validation_data", self.validation.fingerprint())
+            .with("batch_size", self.batch_size)
+            .with("trial_seed", self.seed)
+            .with("early_stopping", self.early_stopping)
+            .with("device", self.device)
+    }
+
     fn run(
         &self,
         trial: usize,
