@@ -9,9 +9,9 @@
 //       format_version: '1.3'
 //       jupytext_version: 1.17.3
 //   kernelspec:
-//     display_name: Rust
+//     display_name: Rust (fashion-mnist)
 //     language: rust
-//     name: rust
+//     name: fashion-mnist
 // ---
 
 // %% [markdown]
@@ -35,7 +35,7 @@
 
 // %%
 // :dep fashion-mnist = { path = ".." }
-use fashion_mnist::data::{eda, prepare};
+use fashion_mnist::data::eda;
 use fashion_mnist::notebook::*;
 
 let settings = settings();
@@ -139,13 +139,7 @@ let split = prepare_split(&data, 0.2, 42, settings.train_limit);
 split_table(&split)
 
 // %%
-{
-    let first_labels = &split.train.labels[..3];
-    println!("labels {:?} one-hot:", first_labels);
-    for row in prepare::one_hot(first_labels).chunks(10) {
-        println!("  {:?}", row);
-    }
-}
+one_hot_table(&split.train.labels[..3])
 
 // %% [markdown]
 // The images now have the shapes the walkthrough's Keras model expects: `(N, 28, 28, 1)` — one

@@ -9,9 +9,9 @@
 //       format_version: '1.3'
 //       jupytext_version: 1.17.3
 //   kernelspec:
-//     display_name: Rust
+//     display_name: Rust (fashion-mnist)
 //     language: rust
-//     name: rust
+//     name: fashion-mnist
 // ---
 
 // %% [markdown]

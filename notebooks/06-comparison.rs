@@ -9,9 +9,9 @@
 //       format_version: '1.3'
 //       jupytext_version: 1.17.3
 //   kernelspec:
-//     display_name: Rust
+//     display_name: Rust (fashion-mnist)
 //     language: rust
-//     name: rust
+//     name: fashion-mnist
 // ---
 
 // %% [markdown]
@@ -25,8 +25,10 @@
 // The numbers come from `fashion-mnist report` (the README's main command), which runs every stage of
 // the study — data checks, LeNet-5, the random search, 5-fold cross-validation, VGG-16 and ResNet-50
 // transfer — and saves everything in `runs/report/`: `report.html` (the same tables and charts, one
-// self-contained page) and `results.json`. This notebook reads `results.json`; in quick mode without
-// it, it runs the quick study itself.
+// self-contained page) and `results.json`. This notebook reads `results.json` when it is there;
+// without it, the next cell runs the study itself (in quick mode on small subsets in a few minutes;
+// otherwise the full study, about an hour on 2 cores, into `runs/report/`, where `fashion-mnist
+// report` will find and reuse it).
 
 // %% [markdown]
 // ## Setup
@@ -38,7 +40,7 @@ use fashion_mnist::notebook::*;
 let settings = settings();
 
 // %%
-let results = study_results().expect("the study's results (run `fashion-mnist report`)");
+let results = study_results().expect("the study's results");
 println!("preset {}: {} training images per stage", results.preset.name, results.preset.train_limit.map_or("all 60000".into(), |n| n.to_string()));
 
 // %% [markdown]

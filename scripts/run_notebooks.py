@@ -6,7 +6,11 @@ configuration that aborts on panic), or a cell writes to stderr without the cell
 `allow-stderr`. The executed notebook is saved even when it fails. Ends with the line
 `notebooks: N passed, N failed` and exits 1 when any failed.
 
-    scripts/run_notebooks.py [--quick] [--in-place] [--out DIR] [NOTEBOOK ...]
+    scripts/run_notebooks.py [--quick] [--in-place] [--out DIR] [--ci] [NOTEBOOK ...]
+    scripts/run_notebooks.py --warm-up   # what scripts/setup-notebooks.sh runs
+
+Notebooks run in the project's kernel "Rust (fashion-mnist)" (scripts/setup-notebooks.sh
+registers it), with the same configuration a learner's kernel has.
 """
 import argparse
 import datetime
@@ -22,6 +26,7 @@ from nbconvert import HTMLExporter
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+KERNEL = "fashion-mnist"
 
 
 def cell_seconds(cell):
@@ -51,7 +56,7 @@ def run(path, out_dir, timeout):
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,
-        kernel_name="rust",
+        kernel_name=KERNEL,
         timeout=timeout,
         resources={"metadata": {"path": str(NOTEBOOKS)}},
         record_timing=True,
@@ -81,6 +86,30 @@ def run(path, out_dir, timeout):
     return not problems
 
 
+def setup_cell():
+    """The first code cell of notebook 01: it loads the library into the kernel."""
+    nb = nbformat.read(NOTEBOOKS / "01-data-preparation.ipynb", as_version=4)
+    return next(c.source for c in nb.cells if c.cell_type == "code")
+
+
+def warm_up(timeout):
+    """Runs the setup cell in one kernel, so its build directory holds the compiled library."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(setup_cell())]
+    client = NotebookClient(nb, kernel_name=KERNEL, timeout=timeout, resources={"metadata": {"path": str(NOTEBOOKS)}})
+    started = time.time()
+    try:
+        client.execute()
+    except Exception as error:
+        print(f"warm-up failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return False
+    problems = problems_in(nb)
+    for problem in problems:
+        print(f"warm-up: {problem}", file=sys.stderr)
+    print(f"warm-up: the library compiled in the kernel in {time.time() - started:.0f} s", file=sys.stderr)
+    return not problems
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", type=pathlib.Path)
@@ -88,13 +117,16 @@ def main():
     parser.add_argument("--in-place", action="store_true", help="save outputs into notebooks/ (to commit a full run)")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "target" / "notebooks", help="where executed notebooks and HTML go")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
-    parser.add_argument("--ci", action="store_true", help="use notebooks/evcxr-ci (abort on panic, shared build cache)")
+    parser.add_argument("--ci", action="store_true", help="use notebooks/evcxr-ci (the learners' configuration + abort on panic)")
+    parser.add_argument("--warm-up", action="store_true", help="run the notebooks' setup cell once (fills the build new kernels start from)")
     args = parser.parse_args()
 
+    if args.warm_up:
+        sys.exit(0 if warm_up(args.timeout) else 1)
     if args.quick:
         os.environ["FASHION_MNIST_QUICK"] = "1"
     if args.ci:
-        os.environ["EVCXR_CONFIG_DIR"] = str(NOTEBOOKS / "evcxr-ci")
+        os.environ["FASHION_MNIST_EVCXR_CONFIG"] = str(NOTEBOOKS / "evcxr-ci")
     paths = args.notebooks or sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
     passed = failed = 0
     for path in paths:

@@ -133,6 +133,9 @@ pub fn missing_values_table(df: &DataFrame) -> Table {
     for (column, n) in per_column.iter().take(20) {
         table.push(vec![column.clone(), n.to_string()]);
     }
+    if per_column.is_empty() {
+        table.push(vec![format!("all {}", df.width()), "0".into()]);
+    }
     table
 }
 
@@ -220,6 +223,26 @@ pub fn prepare_split(
         validation,
         test: test.map(|t| Prepared::from_dataset(&t)).unwrap_or_default(),
     }
+}
+
+/// The one-hot vectors of `labels`: one row per label, a column per class.
+pub fn one_hot_table(labels: &[u8]) -> Table {
+    let mut headers = vec!["label".to_string()];
+    headers.extend(CLASS_NAMES.iter().map(|c| c.to_string()));
+    let mut table = Table {
+        title: Some("one-hot encoding: a 1 in the column of the image's class".into()),
+        headers,
+        rows: Vec::new(),
+    };
+    for (label, row) in labels
+        .iter()
+        .zip(crate::data::prepare::one_hot(labels).chunks(10))
+    {
+        let mut cells = vec![format!("{label} ({})", CLASS_NAMES[*label as usize])];
+        cells.extend(row.iter().map(|v| format!("{v:.0}")));
+        table.push(cells);
+    }
+    table
 }
 
 /// Shapes in the walkthrough's (Keras) notation.
@@ -768,44 +791,40 @@ pub fn walkthrough_comparison(rows: &[(&str, f64, f64, &TransferOutcome)]) -> Ta
 pub use crate::study::{comparison_chart, comparison_table, stages_table, StudyResults};
 
 /// The results of the whole study: `$FASHION_MNIST_STUDY` (a `results.json`) when set, else
-/// `runs/report/results.json` from `fashion-mnist report`. In quick mode without either, runs
-/// the quick study here (a few minutes).
+/// `runs/report/results.json` from `fashion-mnist report`. Without either, runs the study here:
+/// in quick mode on small subsets (a few minutes), else the full study into `runs/report/`
+/// (about an hour on 2 cores; stages already there are reused, and `fashion-mnist report` reuses
+/// what this run leaves).
 pub fn study_results() -> Result<StudyResults, TrainError> {
+    let report = Path::new("..").join("runs").join("report");
     let path = match std::env::var_os("FASHION_MNIST_STUDY") {
         Some(path) => PathBuf::from(path),
-        None => Path::new("..")
-            .join("runs")
-            .join("report")
-            .join("results.json"),
+        None => report.join("results.json"),
     };
     if path.is_file() {
         println!("results of `fashion-mnist report`: {}", path.display());
         return crate::study::load_results(&path);
     }
-    if !quick_mode() {
-        return Err(TrainError::Config {
-            name: "study".into(),
-            message: format!(
-                "{} not found: run `cargo run --release -- report` in the project folder first (about an hour on 2 cores), or use quick mode",
-                path.display()
-            ),
-        });
-    }
-    let out = results_file("report-quick", "");
+    let (preset, out, feature_cache) = if quick_mode() {
+        let out = results_file("report-quick", "");
+        let cache = out.join("features");
+        (crate::study::StudyPreset::quick(), out, cache)
+    } else {
+        println!(
+            "{} not found: running the whole study here (about an hour on 2 cores)",
+            path.display()
+        );
+        let cache = Path::new("..").join("data").join("features");
+        (crate::study::StudyPreset::full(), report, cache)
+    };
     let data = load_data()?;
     let paths = crate::study::StudyPaths {
         weights_dir: weights_dir(),
-        feature_cache: out.join("features"),
+        feature_cache,
         out,
         python: "python3".into(),
     };
-    crate::study::run_study(
-        &data,
-        &crate::study::StudyPreset::quick(),
-        &paths,
-        device(),
-        &mut EpochLines,
-    )
+    crate::study::run_study(&data, &preset, &paths, device(), &mut EpochLines)
 }
 
 /// Validation accuracy per epoch of LeNet-5 and of every transfer head, one line each.

@@ -175,10 +175,13 @@ where
     mesh.draw()?;
     for (i, s) in series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
+        // Earlier lines are drawn wider, so a later line that coincides with them (two runs
+        // with the same seed share their first epochs) leaves them visible at its edges.
+        let width = 2 + 2 * (series.len() - 1 - i).min(2) as u32;
         chart
             .draw_series(LineSeries::new(
                 s.points.iter().copied(),
-                color.stroke_width(2),
+                color.stroke_width(width),
             ))?
             .label(s.name.as_str())
             .legend(move |(x, y)| {
@@ -265,6 +268,7 @@ pub fn bar_chart(
             .configure_mesh()
             .disable_x_mesh()
             .y_desc(y_desc)
+            .y_label_formatter(&|v| format_value(*v))
             .x_labels(n)
             .x_label_formatter(&|v| match v {
                 SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
@@ -436,6 +440,7 @@ pub fn confusion_matrix_chart(
             .disable_mesh()
             .x_desc("predicted class")
             .y_desc("true class")
+            .axis_desc_style(("sans-serif", 16))
             .x_labels(n)
             .y_labels(n)
             .x_label_formatter(&column_name)

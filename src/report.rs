@@ -71,7 +71,7 @@ impl Table {
         );
         if let Some(title) = &self.title {
             html.push_str(&format!(
-                "<caption style=\"font-weight:bold;text-align:left;padding:4px\">{}</caption>",
+                "<caption style=\"font-weight:bold;text-align:left;padding:4px;white-space:nowrap\">{}</caption>",
                 escape(title)
             ));
         }
