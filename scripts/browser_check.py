@@ -35,13 +35,15 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_for(condition, timeout, what):
+def wait_for(condition, timeout, what, driver=None, out=None):
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(1)
+    if driver is not None and out is not None:
+        driver.save_screenshot(str(out / "timed-out.png"))
     sys.exit(f"timed out after {timeout} s waiting for {what}")
 
 
@@ -53,7 +55,7 @@ def main():
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    copy = NOTEBOOKS / f".browser-check-{args.notebook}"
+    copy = NOTEBOOKS / f"browser-check-{args.notebook}"
     shutil.copy(NOTEBOOKS / args.notebook, copy)
     settings = pathlib.Path(tempfile.mkdtemp())
     # No autosave: the copy is thrown away anyway, and nothing else is written.
@@ -65,7 +67,8 @@ def main():
     jupyter = pathlib.Path(sys.executable).parent / "jupyter"
     server = subprocess.Popen(
         [str(jupyter), "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
-         "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={NOTEBOOKS}"],
+         "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={NOTEBOOKS}"]
+        + (["--allow-root"] if os.geteuid() == 0 else []),
         env=env, stdout=subprocess.DEVNULL, stderr=open(args.out / "jupyter.log", "w"),
     )
     driver = None
@@ -86,14 +89,14 @@ def main():
         driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
         started = time.time()
         driver.get(f"http://127.0.0.1:{port}/lab/tree/{copy.name}")
-        wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"), 120, "the notebook")
+        wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"), 120, "the notebook", driver, args.out)
         # The kernel is ready when the toolbar's status says Idle.
         wait_for(lambda: driver.execute_script(
             "return [...document.querySelectorAll('.jp-Notebook-ExecutionIndicator, .jp-KernelStatus')]"
-            ".some(e => /idle/i.test(e.getAttribute('data-status') || e.title || e.textContent))"), 180, "the kernel")
+            ".some(e => /idle/i.test(e.getAttribute('data-status') || e.title || e.textContent))"), 180, "the kernel", driver, args.out)
         driver.save_screenshot(str(args.out / "0-opened.png"))
         driver.find_element(By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']").click()
-        driver.find_element(By.XPATH, "//li[@data-command='notebook:run-all-cells']").click()
+        driver.find_element(By.XPATH, "//li[@data-command='runmenu:run-all']").click()
         code_cells = len(driver.find_elements(By.CSS_SELECTOR, ".jp-CodeCell"))
 
         def finished():
@@ -102,7 +105,7 @@ def main():
             running = [p for p in prompts if "*" in p]
             return len(done) == code_cells and not running
 
-        wait_for(finished, args.timeout, "all cells to finish")
+        wait_for(finished, args.timeout, "all cells to finish", driver, args.out)
         seconds = time.time() - started
         report = driver.execute_script("""
             const outputs = document.querySelectorAll('.jp-OutputArea-output');
