@@ -335,6 +335,17 @@ pub fn run_transfer<D: ModelDevice>(
     config: &TransferConfig,
     observer: &mut dyn TransferObserver,
 ) -> Result<TransferOutcome, TrainError> {
+    run_transfer_keyed(inputs, config, run_key(inputs, config), observer)
+}
+
+/// [`run_transfer`] with its [`run_key`] already computed (fingerprinting the images is not
+/// free).
+fn run_transfer_keyed<D: ModelDevice>(
+    inputs: &TransferInputs<'_, D>,
+    config: &TransferConfig,
+    key: RunKey,
+    observer: &mut dyn TransferObserver,
+) -> Result<TransferOutcome, TrainError> {
     let TransferInputs {
         train_set,
         test_set,
@@ -520,7 +531,7 @@ pub fn run_transfer<D: ModelDevice>(
         fine_tune,
         wall_seconds: started.elapsed().as_secs_f64(),
         device: device.describe(),
-        run_key: run_key(inputs, config),
+        run_key: key,
     })
 }
 
@@ -642,7 +653,7 @@ pub fn run_or_reuse<D: ModelDevice>(
         "== {}",
         run_label(config.backbone, weights, config.preprocessing)
     ));
-    let outcome = run_transfer(inputs, config, observer)?;
+    let outcome = run_transfer_keyed(inputs, config, key, observer)?;
     std::fs::create_dir_all(out_dir).map_err(|e| crate::error::DataError::io(out_dir, e))?;
     let json = serde_json::to_string_pretty(&outcome).expect("plain data");
     crate::fsutil::write_bytes_atomically(&path, json.as_bytes())?;
