@@ -69,10 +69,10 @@ println!("validation accuracy {accuracy:.4} +/- {accuracy_sd:.4}; best fold {} (
 // The walkthrough's plot: validation accuracy and loss per epoch, one line per fold.
 
 // %%
-cv.curves().expect("charts").0
+fold_curves(&cv.folds).expect("charts").0
 
 // %%
-cv.curves().expect("charts").1
+fold_curves(&cv.folds).expect("charts").1
 
 // %% [markdown]
 // ## What the folds say

@@ -11,9 +11,9 @@ use crate::resume::RunKey;
 use crate::data::prepare::{kfold_indices, Prepared};
 use crate::error::{DataError, TrainError};
 use crate::models::{LeNet5, LeNet5Config};
-use crate::plots::{self, Chart, PlotError, Series};
+use crate::progress::Progress;
 use crate::report::Table;
-use crate::training::{self, EpochLines, History, Silent, TrainConfig, TrainObserver};
+use crate::training::{self, History, TrainConfig};
 
 /// One finished fold.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -113,39 +113,6 @@ impl CvResults {
         table
     }
 
-    /// Validation accuracy (left) and loss (right) per epoch, one line per fold.
-    pub fn curves(&self) -> Result<(Chart, Chart), PlotError> {
-        let per_fold = |pick: fn(&crate::training::EpochRecord) -> Option<f64>| -> Vec<Series> {
-            self.folds
-                .iter()
-                .map(|f| {
-                    Series::new(
-                        format!("fold {}", f.fold),
-                        f.history
-                            .epochs
-                            .iter()
-                            .filter_map(|r| pick(r).map(|v| (r.epoch as f64, v)))
-                            .collect(),
-                    )
-                })
-                .collect()
-        };
-        Ok((
-            plots::line_chart(
-                "Validation accuracy per fold",
-                "epoch",
-                "validation accuracy",
-                &per_fold(|r| r.val_accuracy),
-            )?,
-            plots::line_chart(
-                "Validation loss per fold",
-                "epoch",
-                "validation loss",
-                &per_fold(|r| r.val_loss),
-            )?,
-        ))
-    }
-
     /// Reads the folds recorded in a results file (missing file: none) without checking what
     /// made them.
     pub fn load(path: &Path) -> Result<Vec<FoldRecord>, DataError> {
@@ -154,14 +121,13 @@ impl CvResults {
 }
 
 /// K-fold cross-validation of (modified) LeNet-5 on `data`. With `results_file`, folds found
-/// there are reused and new ones appended. `verbose` prints a line per epoch.
+/// there are reused and new ones appended. Epochs and finished folds are reported to `progress`.
 pub fn cross_validate<D: ModelDevice>(
     device: &D,
     data: &Prepared,
     config: &CvConfig,
     results_file: Option<&Path>,
-    verbose: bool,
-    on_fold: &dyn Fn(&FoldRecord),
+    progress: &mut dyn Progress,
 ) -> Result<CvResults, TrainError> {
     if config.folds < 2 || config.folds > data.len() {
         return Err(TrainError::Config {
@@ -198,17 +164,13 @@ pub fn cross_validate<D: ModelDevice>(
         let train = data.subset(&split.train);
         let validation = data.subset(&split.validation);
         let mut model = LeNet5::new(device, config.model, config.seed + fold as u64);
-        let mut lines = EpochLines;
-        let observer: &mut dyn TrainObserver = if verbose { &mut lines } else { &mut Silent };
-        if verbose {
-            println!("fold {fold}/{}", config.folds);
-        }
+        progress.on_message(&format!("fold {fold}/{}", config.folds));
         let history = training::fit(
             &mut model,
             &train,
             Some(&validation),
             &config.train,
-            observer,
+            progress,
         )?;
         let last = history.final_record().cloned().expect("at least one epoch");
         let record = FoldRecord {
@@ -224,7 +186,7 @@ pub fn cross_validate<D: ModelDevice>(
         if let Some(log) = &log {
             log.append(&record)?;
         }
-        on_fold(&record);
+        progress.on_fold(&record);
         results.folds.push(record);
     }
     Ok(results)

@@ -34,6 +34,9 @@ pub enum DataError {
     /// Results on disk made with other data or settings than the run that would reuse them.
     #[error("{path}: these results were made with other data or settings, so they are not reused: {differences}. Start over with --fresh (the old results are kept beside, as .old) or use another output directory")]
     StaleResults { path: PathBuf, differences: String },
+    /// A table operation (polars) on the images failed.
+    #[error("data table: {0}")]
+    Table(#[from] polars::error::PolarsError),
     #[error("Fashion-MNIST not found. Looked in: {searched}. Install it with `apt-get install dataset-fashion-mnist`, pass `--data DIR`, or allow the download with `--download`")]
     NotFound { searched: String },
 }
@@ -94,10 +97,18 @@ pub enum TrainError {
         source_name: String,
         message: String,
     },
+    /// A results file (a study's results.json, a search's trials) that cannot be used.
+    #[error("results file {path}: {message}")]
+    Results { path: PathBuf, message: String },
     #[error(transparent)]
     Data(#[from] DataError),
     #[error("device error: {0}")]
     Device(String),
+    /// The worker threads (rayon) could not be started.
+    #[error("starting worker threads: {0}")]
+    Threads(String),
+    #[error("drawing a chart: {0}")]
+    Chart(#[from] crate::plots::PlotError),
 }
 
 impl From<crate::ops::DeviceError> for TrainError {

@@ -6,17 +6,25 @@ use std::path::{Path, PathBuf};
 use dfdx::prelude::Cpu;
 use polars::prelude::DataFrame;
 
-use crate::data::prepare::{split_scaled, Prepared};
-use crate::data::{
-    eda, source, Dataset, FashionMnist, Verification, CLASS_NAMES, IMAGE_PIXELS, IMAGE_SIDE,
-    NUM_CLASSES,
-};
+use crate::cross_validation::CvResults;
+use crate::data::prepare::Prepared;
+use crate::data::{eda, source, FashionMnist, Verification, CLASS_NAMES};
 use crate::error::{DataError, TrainError};
 use crate::models::{LeNet5, LeNet5Config};
-use crate::ops::{DeviceChoice, DeviceError, ModelDevice};
-use crate::plots::{self, Chart, PlotError, Series};
+use crate::ops::{DeviceChoice, DeviceError};
+use crate::pipeline::cv::CvStage;
+use crate::pipeline::tuning::{Search, TuningStage};
+use crate::pipeline::{test_images, Split, SplitConfig};
+use crate::plots::{self, Chart, PlotError};
 use crate::report::Table;
 use crate::training::{self, EpochLines, Evaluation, History, TrainConfig};
+use crate::tuning::{LeNet5Hyperparameters, SearchSpace, TuningResults};
+
+pub use crate::plots::{
+    class_counts_chart, compare_runs_chart, confusion_chart, fold_curves, mean_image_heatmap,
+    misclassified_grid, samples_by_class, search_space_chart, transfer_curves, trial_scores_chart,
+};
+pub use crate::tuning::compare_searches;
 
 /// Quick mode (environment variable `FASHION_MNIST_QUICK=1`): every notebook runs on a small
 /// subset with few epochs, for CI and for a first try. The default is the full study.
@@ -50,7 +58,7 @@ pub fn use_device(name: &str) -> Result<DeviceChoice, DeviceError> {
 }
 
 fn describe_device(choice: DeviceChoice) -> Result<String, DeviceError> {
-    crate::on_device!(choice, d => d.describe())
+    choice.describe()
 }
 
 /// Sizes the notebooks use, full or quick.
@@ -139,89 +147,41 @@ pub fn missing_values_table(df: &DataFrame) -> Table {
     table
 }
 
-/// Bar chart of images per class.
-pub fn class_counts_chart(df: &DataFrame) -> Result<Chart, PlotError> {
-    let counts = eda::class_counts(df)?;
-    let values: Vec<f64> = counts
-        .column("count")?
-        .u32()?
-        .into_no_null_iter()
-        .map(|c| c as f64)
-        .collect();
-    let labels: Vec<String> = CLASS_NAMES.iter().map(|s| s.to_string()).collect();
-    plots::bar_chart("Images per class", "images", &labels, &values)
-}
-
-/// Heatmap of the mean intensity of every pixel over all images.
-pub fn mean_image_heatmap(dataset: &Dataset) -> Result<Chart, PlotError> {
-    let mut sums = vec![0f64; IMAGE_PIXELS];
-    for image in dataset.images.chunks_exact(IMAGE_PIXELS) {
-        for (s, &p) in sums.iter_mut().zip(image) {
-            *s += p as f64;
-        }
-    }
-    let n = dataset.len().max(1) as f64;
-    let means: Vec<f64> = sums.iter().map(|s| s / n).collect();
-    plots::heatmap(
-        &format!("Mean pixel value over {} images", dataset.len()),
-        &means,
-        IMAGE_SIDE,
-        IMAGE_SIDE,
-    )
-}
-
-/// `per_class` sample images of every class, one column per class.
-pub fn samples_by_class(dataset: &Dataset, per_class: usize) -> Result<Chart, PlotError> {
-    let mut picked: Vec<Vec<usize>> = vec![Vec::new(); NUM_CLASSES];
-    for (i, &label) in dataset.labels.iter().enumerate() {
-        let slot = &mut picked[label as usize];
-        if slot.len() < per_class {
-            slot.push(i);
-        }
-    }
-    let (mut images, mut captions) = (Vec::new(), Vec::new());
-    for row in 0..per_class {
-        for (class, indices) in picked.iter().enumerate() {
-            if let Some(&i) = indices.get(row) {
-                images.push(dataset.image(i).to_vec());
-                captions.push(CLASS_NAMES[class].to_string());
-            }
-        }
-    }
-    plots::image_grid(
-        "Samples of each class",
-        &images,
-        IMAGE_SIDE,
-        &captions,
-        NUM_CLASSES,
-    )
-}
-
-/// Scaled images for training, validation and test.
+/// Scaled images for training, validation and test, and how they were split. The training
+/// and validation parts are a [`Split`] (`split.train`, `split.validation`).
 #[derive(Clone, Debug)]
 pub struct SplitData {
-    pub train: Prepared,
-    pub validation: Prepared,
+    split: Split,
     pub test: Prepared,
+    pub config: SplitConfig,
+}
+
+impl std::ops::Deref for SplitData {
+    type Target = Split;
+    fn deref(&self) -> &Split {
+        &self.split
+    }
 }
 
 /// The walkthrough's preparation: scale to 0..1, one-hot (inside training), a seeded split of
-/// the training images (first `limit` only, when given) into train and validation.
+/// the training images (first `limit` only, when given) into train and validation; with a
+/// limit, a third as many test images.
 pub fn prepare_split(
     data: &FashionMnist,
     validation_fraction: f64,
     seed: u64,
     limit: Option<usize>,
 ) -> SplitData {
-    let (train, validation) = split_scaled(&data.train, limit, validation_fraction, seed, false);
-    let test = data.test.as_ref().map(|t| match limit {
-        Some(n) => t.head(n / 3),
-        None => t.clone(),
-    });
+    let config = SplitConfig {
+        limit,
+        validation_split: validation_fraction,
+        stratify: false,
+        seed,
+    };
     SplitData {
-        train,
-        validation,
-        test: test.map(|t| Prepared::from_dataset(&t)).unwrap_or_default(),
+        split: config.apply(&data.train),
+        test: test_images(data.test.as_ref(), limit.map(|n| n / 3)).unwrap_or_default(),
+        config,
     }
 }
 
@@ -285,91 +245,19 @@ pub fn train_lenet5(
     split: &SplitData,
     config: &TrainConfig,
 ) -> Result<History, TrainError> {
-    crate::on_device!(device(), d => {
-        let mut on_device = model.to_device(d);
-        let history = training::fit(
-            &mut on_device,
-            &split.train,
-            Some(&split.validation),
-            config,
-            &mut EpochLines,
-        )?;
-        *model = on_device.to_device(&Cpu::default());
-        history
-    })
-    .map_err(TrainError::from)
+    crate::pipeline::lenet5::fit(
+        model,
+        &split.train,
+        Some(&split.validation),
+        config,
+        device(),
+        &mut EpochLines,
+    )
 }
 
 /// Loss, accuracy and predictions on `data`.
 pub fn evaluate_lenet5(model: &LeNet5, data: &Prepared) -> Result<Evaluation, TrainError> {
     training::evaluate(model, data, 1000)
-}
-
-/// Validation accuracy per epoch of several runs, one line each.
-pub fn compare_runs_chart(runs: &[(&str, &History)]) -> Result<Chart, PlotError> {
-    let series: Vec<Series> = runs
-        .iter()
-        .map(|(name, history)| {
-            Series::new(
-                *name,
-                history
-                    .epochs
-                    .iter()
-                    .filter_map(|r| r.val_accuracy.map(|a| (r.epoch as f64, a)))
-                    .collect(),
-            )
-        })
-        .collect();
-    plots::line_chart(
-        "Validation accuracy per epoch",
-        "epoch",
-        "validation accuracy",
-        &series,
-    )
-}
-
-/// Confusion matrix of an evaluation on `data`.
-pub fn confusion_chart(evaluation: &Evaluation, data: &Prepared) -> Result<Chart, PlotError> {
-    let matrix = evaluation.confusion_matrix(&data.labels);
-    plots::confusion_matrix_chart(
-        &matrix,
-        &CLASS_NAMES,
-        &format!(
-            "Confusion matrix ({} images, accuracy {:.4})",
-            data.len(),
-            matrix.accuracy()
-        ),
-    )
-}
-
-/// The first `count` misclassified images, captioned "true -> predicted".
-pub fn misclassified_grid(
-    evaluation: &Evaluation,
-    data: &Prepared,
-    count: usize,
-) -> Result<Chart, PlotError> {
-    let (mut images, mut captions) = (Vec::new(), Vec::new());
-    for (i, (&truth, &predicted)) in data.labels.iter().zip(&evaluation.predicted).enumerate() {
-        if truth != predicted && images.len() < count {
-            images.push(
-                data.image(i)
-                    .iter()
-                    .map(|&v| (v * 255.0).round() as u8)
-                    .collect(),
-            );
-            captions.push(format!(
-                "{} -> {}",
-                CLASS_NAMES[truth as usize], CLASS_NAMES[predicted as usize]
-            ));
-        }
-    }
-    plots::image_grid(
-        "Misclassified test images (true -> predicted)",
-        &images,
-        IMAGE_SIDE,
-        &captions,
-        6,
-    )
 }
 
 /// Where a notebook keeps a search's or cross-validation's results file: under `runs/` in the
@@ -386,175 +274,56 @@ pub fn results_file(kind: &str, name: &str) -> PathBuf {
     }
 }
 
-fn trial_line(r: &crate::tuning::TrialRecord) {
-    println!("{r}");
-}
-
-fn lenet5_trials(split: &SplitData) -> crate::tuning::LeNet5Trials<'_> {
-    crate::tuning::LeNet5Trials {
-        train: &split.train,
-        validation: &split.validation,
-        batch_size: 32,
-        seed: 42,
-        early_stopping: None,
-        device: device(),
-    }
+/// The notebooks' search: the walkthrough's settings (batch 32, validation accuracy, one
+/// execution per trial) on `split`.
+fn search(
+    split: &SplitData,
+    space: &SearchSpace,
+    search: Search,
+    kind: &str,
+) -> Result<TuningResults, TrainError> {
+    let config = TuningStage {
+        space: space.clone(),
+        search,
+        split: split.config.clone(),
+        ..TuningStage::walkthrough(split.config.seed)
+    };
+    let file = results_file(kind, &format!("{}.jsonl", search.slug()));
+    crate::pipeline::tuning::run(split, &config, Some(&file), 1, device(), &mut EpochLines)
 }
 
 /// Random search over the modified LeNet-5 (objective: validation accuracy), printing a line
 /// per trial; results kept in `runs/{kind}/random.jsonl` (the CLI's `tune --out runs/{kind}`).
 pub fn random_search_lenet5(
     split: &SplitData,
-    space: &crate::tuning::SearchSpace,
+    space: &SearchSpace,
     max_trials: usize,
     epochs: usize,
     kind: &str,
-) -> Result<crate::tuning::TuningResults, TrainError> {
-    crate::tuning::random_search(
-        space,
-        max_trials,
-        epochs,
-        &lenet5_trials(split),
-        &crate::tuning::SearchOptions::default(),
-        Some(&results_file(kind, "random.jsonl")),
-        &trial_line,
-    )
+) -> Result<TuningResults, TrainError> {
+    search(split, space, Search::Random { max_trials, epochs }, kind)
 }
 
 /// Successive halving (eta 3); results kept in `runs/{kind}/halving.jsonl`.
 pub fn successive_halving_lenet5(
     split: &SplitData,
-    space: &crate::tuning::SearchSpace,
+    space: &SearchSpace,
     trials: usize,
     min_epochs: usize,
     max_epochs: usize,
     kind: &str,
-) -> Result<crate::tuning::TuningResults, TrainError> {
-    crate::tuning::successive_halving(
-        space,
+) -> Result<TuningResults, TrainError> {
+    let halving = Search::Halving {
         trials,
         min_epochs,
         max_epochs,
-        3,
-        &lenet5_trials(split),
-        &crate::tuning::SearchOptions::default(),
-        Some(&results_file(kind, "halving.jsonl")),
-        &trial_line,
-    )
-}
-
-/// The objective's score of every trial, in trial order.
-pub fn trial_scores_chart(
-    results: &crate::tuning::TuningResults,
-    name: &str,
-) -> Result<Chart, PlotError> {
-    let mut by_rung: Vec<Series> = Vec::new();
-    let last = results.trials.iter().map(|t| t.rung).max().unwrap_or(0);
-    for rung in 0..=last {
-        let mut points: Vec<(f64, f64)> = results
-            .trials
-            .iter()
-            .filter(|t| t.rung == rung)
-            .map(|t| (t.trial as f64, t.score))
-            .collect();
-        points.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let epochs = results
-            .trials
-            .iter()
-            .find(|t| t.rung == rung)
-            .map_or(0, |t| t.epochs);
-        by_rung.push(Series::new(format!("{epochs} epochs"), points));
-    }
-    plots::line_chart(
-        &format!("{name}: score per trial"),
-        "trial",
-        "validation accuracy",
-        &by_rung,
-    )
-}
-
-/// The trials of the last rung placed by their first two hyperparameters, coloured by score.
-/// A value range over more than a factor 10 is shown as log10.
-pub fn search_space_chart(
-    results: &crate::tuning::TuningResults,
-    name: &str,
-) -> Result<Chart, PlotError> {
-    let ranked = results.ranked();
-    let names: Vec<String> = ranked
-        .first()
-        .map(|t| t.hyperparams.keys().cloned().collect())
-        .unwrap_or_default();
-    let axis = |i: usize| -> (String, Vec<f64>) {
-        let Some(key) = names.get(i) else {
-            return ("-".into(), vec![0.0; ranked.len()]);
-        };
-        let values: Vec<f64> = ranked
-            .iter()
-            .map(|t| {
-                t.hyperparams
-                    .get(key)
-                    .and_then(|v| v.as_f64())
-                    .unwrap_or(0.0)
-            })
-            .collect();
-        let (lo, hi) = values
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-                (a.min(v), b.max(v))
-            });
-        if lo > 0.0 && hi / lo >= 10.0 {
-            (
-                format!("log10({key})"),
-                values.iter().map(|v| v.log10()).collect(),
-            )
-        } else {
-            (key.clone(), values)
-        }
+        eta: 3,
     };
-    let (x_name, xs) = axis(0);
-    let (y_name, ys) = axis(1);
-    let points: Vec<(f64, f64, f64)> = ranked
-        .iter()
-        .zip(xs.iter().zip(&ys))
-        .map(|(t, (&x, &y))| (x, y, t.score))
-        .collect();
-    plots::scatter_colored(
-        &format!("{name}: the search space"),
-        &x_name,
-        &y_name,
-        "score",
-        &points,
-    )
-}
-
-/// Random search vs successive halving: trials, epochs trained, time, best score.
-pub fn compare_searches(searches: &[(&str, &crate::tuning::TuningResults)]) -> Table {
-    let mut table = Table::new(&[
-        "search",
-        "trials",
-        "epochs trained",
-        "seconds",
-        "best score",
-        "best hyperparameters",
-    ]);
-    for (name, results) in searches {
-        let best = results.best();
-        table.push(vec![
-            name.to_string(),
-            results.trials.len().to_string(),
-            results.epochs_spent().to_string(),
-            format!("{:.0}", results.seconds()),
-            best.map_or("-".into(), |b| format!("{:.4}", b.score)),
-            best.map_or("-".into(), |b| {
-                serde_json::to_string(&b.hyperparams).unwrap_or_default()
-            }),
-        ]);
-    }
-    table
+    search(split, space, halving, kind)
 }
 
 /// The walkthrough's K-fold cross-validation of a (tuned) LeNet-5 on the training images, a
-/// line per epoch; results kept in `runs/cv/folds.jsonl`.
+/// line per epoch and fold; results kept in `runs/cv/folds.jsonl`.
 pub fn cross_validate_lenet5(
     data: &FashionMnist,
     folds: usize,
@@ -562,63 +331,38 @@ pub fn cross_validate_lenet5(
     dense1_units: usize,
     learning_rate: f64,
     limit: Option<usize>,
-) -> Result<crate::cross_validation::CvResults, TrainError> {
-    let train = match limit {
-        Some(n) => Prepared::from_dataset(&data.train.head(n)),
-        None => Prepared::from_dataset(&data.train),
+) -> Result<CvResults, TrainError> {
+    let tuned = LeNet5Hyperparameters {
+        units: dense1_units,
+        learning_rate,
     };
-    let config = crate::cross_validation::CvConfig {
-        folds,
-        seed: 42,
-        stratified: false,
-        model: LeNet5Config { dense1_units },
-        train: TrainConfig {
-            epochs,
-            learning_rate,
-            ..TrainConfig::default()
-        },
+    let config = CvStage {
+        limit,
+        ..CvStage::walkthrough(folds, epochs, tuned, 42)
     };
-    let results_path = results_file("cv", "folds.jsonl");
-    crate::on_device!(device(), d => crate::cross_validation::cross_validate(
-        d,
-        &train,
-        &config,
-        Some(&results_path),
-        false,
-        &|f| {
-            println!(
-                "fold {}: val_accuracy {:.4}, val_loss {:.4}, {} epochs ({:.0} s)",
-                f.fold,
-                f.val_accuracy,
-                f.val_loss,
-                f.history.epochs.len(),
-                f.seconds
-            )
-        },
-    ))?
+    let file = results_file("cv", "folds.jsonl");
+    let images = config.images(&data.train);
+    let summary =
+        crate::pipeline::cv::run(&images, &config, Some(&file), device(), &mut EpochLines)?;
+    Ok(summary.results())
 }
 
 /// The best `units` and `learning_rate` of the random search kept in `runs/tune/random.jsonl`
 /// (notebook 03 or `fashion-mnist tune`); LeNet-5's own (120, 1e-3) when there is none.
 pub fn tuned_hyperparameters() -> (usize, f64) {
-    let results = crate::tuning::TuningResults {
+    let results = TuningResults {
         objective: Some(crate::tuning::Objective::MaxValAccuracy),
-        trials: crate::tuning::TuningResults::load(&results_file("tune", "random.jsonl"))
-            .unwrap_or_default(),
+        trials: TuningResults::load(&results_file("tune", "random.jsonl")).unwrap_or_default(),
     };
-    match results.best() {
-        Some(best) => (
-            best.hyperparams
-                .get("units")
-                .and_then(|v| v.as_u64())
-                .unwrap_or(120) as usize,
-            best.hyperparams
-                .get("learning_rate")
-                .and_then(|v| v.as_f64())
-                .unwrap_or(1e-3),
-        ),
-        None => (120, 1e-3),
-    }
+    let best = match results.best_lenet5() {
+        Ok(Some(best)) => best,
+        Ok(None) => LeNet5Hyperparameters::default(),
+        Err(e) => {
+            println!("the search's best trial cannot be used ({e}): LeNet-5's own values");
+            LeNet5Hyperparameters::default()
+        }
+    };
+    (best.units, best.learning_rate)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -660,27 +404,7 @@ pub fn imagenet_weights(architecture: Architecture) -> Result<Option<PathBuf>, T
 /// What a backbone sees: the first `count` training images resized to 32x32 (bilinear, as
 /// Keras resizes), captioned with their class.
 pub fn backbone_inputs_grid(data: &FashionMnist, count: usize) -> Result<Chart, PlotError> {
-    let side = 32;
-    let (mut images, mut captions) = (Vec::new(), Vec::new());
-    for i in 0..count.min(data.train.len()) {
-        let gray: Vec<f32> = data.train.image(i).iter().map(|&p| p as f32).collect();
-        let resized =
-            crate::data::prepare::resize_bilinear(&gray, IMAGE_SIDE, IMAGE_SIDE, side, side);
-        images.push(
-            resized
-                .iter()
-                .map(|v| v.round().clamp(0.0, 255.0) as u8)
-                .collect(),
-        );
-        captions.push(CLASS_NAMES[data.train.labels[i] as usize].to_string());
-    }
-    plots::image_grid(
-        "Backbone inputs: 28x28 resized to 32x32",
-        &images,
-        side,
-        &captions,
-        8,
-    )
+    plots::backbone_inputs_grid(&data.train, count, 32)
 }
 
 /// Runs (or, in the full study, reloads from `runs/report/<backbone>/`) transfer learning
@@ -694,30 +418,26 @@ pub fn transfer_learning(
     preprocessing: Preprocessing,
     fine_tune_epochs: usize,
 ) -> Result<TransferOutcome, TrainError> {
-    use crate::transfer::{self, FineTuneConfig};
+    use crate::pipeline::transfer::{self as stage, TransferPaths, TransferStage, WeightsChoice};
     let quick = quick_mode();
-    let (backbone, info) =
-        crate::study::backbone_for_study(architecture, &weights_dir(), "python3", 42)?;
-    if !info.imagenet {
-        println!(
-            "NO {} IMAGENET WEIGHTS on this machine: using a RANDOMLY INITIALIZED backbone. \
-             This is NOT transfer learning.",
-            architecture.name()
-        );
-    }
-    let mut config = transfer::TransferConfig::walkthrough(architecture, preprocessing);
+    let weights = WeightsChoice::ImageNet {
+        dir: weights_dir(),
+        python: "python3".into(),
+    };
+    let backbone = stage::backbone(architecture, &weights, 42, &mut EpochLines)?;
+    let mut config = crate::transfer::TransferConfig::walkthrough(architecture, preprocessing);
     if quick {
         config.limit = Some(1000);
         config.head.epochs = 2;
     }
-    let test = match (&data.test, quick) {
-        (Some(test), true) => Some(test.head(500)),
-        (test, _) => test.clone(),
-    };
-    config.fine_tune = (fine_tune_epochs > 0).then_some(FineTuneConfig {
+    config.fine_tune = (fine_tune_epochs > 0).then_some(crate::transfer::FineTuneConfig {
         epochs: if quick { 1 } else { fine_tune_epochs },
-        ..FineTuneConfig::default()
+        ..Default::default()
     });
+    let runs = TransferStage {
+        runs: vec![config],
+        test_limit: quick.then_some(500),
+    };
     // The full study's folder (`fashion-mnist report` fills the same one).
     let out_dir = results_file("report", architecture.name());
     let cache = if quick {
@@ -725,36 +445,26 @@ pub fn transfer_learning(
     } else {
         Path::new("..").join("data").join("features")
     };
-    crate::on_device!(device(), d => {
-        let inputs = transfer::TransferInputs {
-            train_set: &data.train,
-            test_set: test.as_ref(),
-            backbone: &backbone,
-            weights: &info,
-            cache_dir: Some(&cache),
-            device: d,
-        };
-        transfer::run_or_reuse(&out_dir, &inputs, &config, &mut EpochLines)
-    })?
+    let paths = TransferPaths {
+        out_dir: &out_dir,
+        cache_dir: Some(&cache),
+    };
+    let mut outcomes = stage::run(
+        &data.train,
+        data.test.as_ref(),
+        &backbone,
+        &runs,
+        paths,
+        device(),
+        &mut EpochLines,
+    )?;
+    Ok(outcomes.remove(0))
 }
 
 /// Scores, sizes and timings of transfer runs, one row per stage.
 pub fn transfer_table(outcomes: &[&TransferOutcome]) -> Table {
     let owned: Vec<TransferOutcome> = outcomes.iter().map(|o| (*o).clone()).collect();
     crate::transfer::results_table(&owned)
-}
-
-/// Validation accuracy per epoch of the heads (and fine-tuning) of several runs.
-pub fn transfer_curves(outcomes: &[&TransferOutcome]) -> Result<Chart, PlotError> {
-    let mut runs: Vec<(String, &History)> = Vec::new();
-    for o in outcomes {
-        runs.push((o.label.clone(), &o.head.history));
-        if let Some(ft) = &o.fine_tune {
-            runs.push((format!("{} + block 5 fine-tuned", o.label), &ft.history));
-        }
-    }
-    let named: Vec<(&str, &History)> = runs.iter().map(|(n, h)| (n.as_str(), *h)).collect();
-    compare_runs_chart(&named)
 }
 
 /// The walkthrough's reported validation scores beside ours.
@@ -846,5 +556,5 @@ pub fn study_curves(results: &StudyResults) -> Result<Chart, PlotError> {
         runs.push((name, &stage.history));
     }
     let named: Vec<(&str, &History)> = runs.iter().map(|(n, h)| (n.as_str(), *h)).collect();
-    compare_runs_chart(&named)
+    plots::compare_runs_chart(&named)
 }

@@ -8,17 +8,34 @@ use crate::models::ModelSummary;
 use crate::training::{ClassificationReport, History};
 
 /// A table of text cells with a header row.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Table {
     pub title: Option<String>,
     pub headers: Vec<String>,
     pub rows: Vec<Vec<String>>,
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// The HTML templates (auto-escaping every value they are given, as their names end in
+/// `.html`): a table, and the study's report.
+fn templates() -> &'static minijinja::Environment<'static> {
+    static TEMPLATES: std::sync::OnceLock<minijinja::Environment<'static>> =
+        std::sync::OnceLock::new();
+    TEMPLATES.get_or_init(|| {
+        let mut env = minijinja::Environment::new();
+        for (name, source) in [
+            ("table.html", include_str!("templates/table.html")),
+            ("study.html", include_str!("templates/study.html")),
+        ] {
+            env.add_template(name, source)
+                .expect("the templates are valid");
+        }
+        env
+    })
+}
+
+/// Renders the template `name` with `context`.
+pub fn render(name: &str, context: impl serde::Serialize) -> Result<String, minijinja::Error> {
+    templates().get_template(name)?.render(context)
 }
 
 impl Table {
@@ -65,36 +82,10 @@ impl Table {
         table
     }
 
+    /// The table as an HTML `<table>` (cells escaped by the template).
     pub fn to_html(&self) -> String {
-        let mut html = String::from(
-            "<table style=\"border-collapse:collapse;font-family:sans-serif;font-size:13px\">",
-        );
-        if let Some(title) = &self.title {
-            html.push_str(&format!(
-                "<caption style=\"font-weight:bold;text-align:left;padding:4px;white-space:nowrap\">{}</caption>",
-                escape(title)
-            ));
-        }
-        html.push_str("<thead><tr>");
-        for h in &self.headers {
-            html.push_str(&format!(
-                "<th style=\"border-bottom:1px solid #888;padding:3px 10px;text-align:right\">{}</th>",
-                escape(h)
-            ));
-        }
-        html.push_str("</tr></thead><tbody>");
-        for row in &self.rows {
-            html.push_str("<tr>");
-            for cell in row {
-                html.push_str(&format!(
-                    "<td style=\"padding:3px 10px;text-align:right\">{}</td>",
-                    escape(cell)
-                ));
-            }
-            html.push_str("</tr>");
-        }
-        html.push_str("</tbody></table>");
-        html
+        render("table.html", minijinja::context! { table => self })
+            .expect("the table template renders any table")
     }
 
     /// Shows the table as HTML in an evcxr notebook.

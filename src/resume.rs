@@ -131,6 +131,10 @@ pub struct ResultsLog {
 }
 
 impl ResultsLog {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Opens (or starts) the file at `path` for results made with `key` and returns the records
     /// already there. A file made with another key is refused (naming what differs); a last line
     /// cut off by an interrupted write is moved to `PATH.torn` with a warning, and its record is

@@ -159,7 +159,7 @@ fn export_csv_and_errors() {
 }
 
 #[test]
-fn resnet50_without_imagenet_weights_refuses_and_random_init_is_labelled() {
+fn resnet50_without_imagenet_weights_runs_random_init_labelled_so() {
     let s = sample();
     let dir = tempfile::tempdir().unwrap();
     let transfer = |extra: &[&str]| {
@@ -176,11 +176,29 @@ fn resnet50_without_imagenet_weights_refuses_and_random_init_is_labelled() {
             .output()
             .unwrap()
     };
-    let output = transfer(&[]);
-    assert!(!output.status.success());
+    // The one decision for every front end: no ImageNet weights -> a random initialization,
+    // with a warning that says how to import weights, and labelled so in every result.
+    let output = transfer(&[
+        "--epochs",
+        "1",
+        "--preprocessing",
+        "caffe",
+        "--out",
+        "default",
+    ]);
     let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{err}");
     assert!(err.contains("NO ResNet-50 IMAGENET WEIGHTS"), "{err}");
     assert!(err.contains("weights import FILE --arch resnet50"), "{err}");
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        out.contains("ResNet-50 (RANDOM init, frozen: not transfer learning)"),
+        "{out}"
+    );
+    // Insisting on a file that is not there is an error.
+    let output = transfer(&["--weights", "missing.safetensors"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("missing.safetensors"));
 
     let output = transfer(&["--random-init", "--epochs", "2", "--preprocessing", "caffe"]);
     let err = String::from_utf8_lossy(&output.stderr);

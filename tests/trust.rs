@@ -331,6 +331,35 @@ fn tune_refuses_settings_that_cannot_score_up_front() {
 }
 
 #[test]
+fn a_search_space_with_unknown_or_missing_names_is_refused_naming_them() {
+    let data = sample_idx();
+    let data = data.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let space = dir.path().join("space.toml");
+    // "unit" for "units": it used to train every trial at the default 120 units.
+    std::fs::write(
+        &space,
+        "[[param]]\ntype = \"int\"\nname = \"unit\"\nmin = 64\nmax = 128\nstep = 16\n\n\
+         [[param]]\ntype = \"choice\"\nname = \"learning_rate\"\nvalues = [0.01, 0.001]\n",
+    )
+    .unwrap();
+    let out = dir.path().join("tune");
+    let args = [
+        "tune",
+        "--space",
+        space.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let output = run(&with_data(&args, data));
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.contains("unknown hyperparameter(s) unit"), "{err}");
+    assert!(err.contains("missing units"), "{err}");
+    assert!(!out.exists(), "wrote {}", out.display());
+}
+
+#[test]
 fn data_errors_say_what_is_wrong_in_short() {
     let dir = tempfile::tempdir().unwrap();
     let data_error = |path: &Path| {

@@ -7,6 +7,7 @@ use dfdx::prelude::Cpu;
 use fashion_mnist::cross_validation::{cross_validate, CvConfig, CvResults};
 use fashion_mnist::data::prepare::Prepared;
 use fashion_mnist::models::LeNet5Config;
+use fashion_mnist::progress::{Progress, Silent};
 use fashion_mnist::resume::RunKey;
 use fashion_mnist::training::{EpochRecord, History, TrainConfig};
 use fashion_mnist::tuning::{
@@ -139,7 +140,7 @@ fn random_search_reproduces_with_a_seed_and_ranks_by_score() {
             seed,
             ..options.clone()
         };
-        random_search(&space, 6, 3, &runner(), &options, None, &|_| {}).unwrap()
+        random_search(&space, 6, 3, &runner(), &options, None, &mut Silent).unwrap()
     };
     let first = run(42);
     assert_eq!(first.trials.len(), 6);
@@ -157,7 +158,7 @@ fn random_search_reproduces_with_a_seed_and_ranks_by_score() {
     assert_eq!(summary.rows[0][0], "1");
     assert_eq!(first.epochs_spent(), 18);
     // No set of values is tried twice; the walkthrough's space has 10, so 20 trials stop at 10.
-    let all = random_search(&space, 20, 1, &runner(), &options, None, &|_| {}).unwrap();
+    let all = random_search(&space, 20, 1, &runner(), &options, None, &mut Silent).unwrap();
     assert_eq!(all.trials.len(), 10);
     for (i, t) in all.trials.iter().enumerate() {
         assert!(all.trials[..i]
@@ -173,13 +174,13 @@ fn an_interrupted_search_resumes_without_repeating_trials() {
     let space = SearchSpace::walkthrough();
     let options = SearchOptions::default();
     let counting = runner();
-    let full = random_search(&space, 5, 2, &counting, &options, Some(&file), &|_| {}).unwrap();
+    let full = random_search(&space, 5, 2, &counting, &options, Some(&file), &mut Silent).unwrap();
     assert_eq!(counting.0.load(Ordering::SeqCst), 5);
 
     // Nothing to redo.
     let again = runner();
     assert_eq!(
-        random_search(&space, 5, 2, &again, &options, Some(&file), &|_| {}).unwrap(),
+        random_search(&space, 5, 2, &again, &options, Some(&file), &mut Silent).unwrap(),
         full,
         "read back exactly"
     );
@@ -192,29 +193,39 @@ fn an_interrupted_search_resumes_without_repeating_trials() {
     let kept: Vec<&str> = text.lines().take(3).collect();
     std::fs::write(&file, kept.join("\n") + "\n").unwrap();
     let resumed = runner();
-    let results = random_search(&space, 5, 2, &resumed, &options, Some(&file), &|_| {}).unwrap();
+    let results =
+        random_search(&space, 5, 2, &resumed, &options, Some(&file), &mut Silent).unwrap();
     assert_eq!(resumed.0.load(Ordering::SeqCst), 3);
     assert_eq!(found(&results), found(&full));
     assert_eq!(TuningResults::load(&file).unwrap().len(), 5);
 
     // Other settings: the file is refused rather than mixed, naming what differs.
     let other = SearchOptions { seed: 9, ..options };
-    let err = random_search(&space, 5, 2, &runner(), &other, Some(&file), &|_| {}).unwrap_err();
+    let err = random_search(&space, 5, 2, &runner(), &other, Some(&file), &mut Silent).unwrap_err();
     assert!(
         err.to_string()
             .contains("seed: 42 in the stored results, 9 now"),
         "{err}"
     );
     let other_batch = FakeRunner(AtomicUsize::new(0), 64);
-    let err =
-        random_search(&space, 5, 2, &other_batch, &options, Some(&file), &|_| {}).unwrap_err();
+    let err = random_search(
+        &space,
+        5,
+        2,
+        &other_batch,
+        &options,
+        Some(&file),
+        &mut Silent,
+    )
+    .unwrap_err();
     assert!(
         err.to_string()
             .contains("batch_size: 32 in the stored results, 64 now"),
         "{err}"
     );
     assert_eq!(other_batch.0.load(Ordering::SeqCst), 0, "nothing trained");
-    let err = random_search(&space, 5, 3, &runner(), &options, Some(&file), &|_| {}).unwrap_err();
+    let err =
+        random_search(&space, 5, 3, &runner(), &options, Some(&file), &mut Silent).unwrap_err();
     assert!(
         err.to_string()
             .contains("epochs: 2 in the stored results, 3 now"),
@@ -227,7 +238,7 @@ fn an_interrupted_search_resumes_without_repeating_trials() {
         &runner(),
         &options,
         Some(&file),
-        &|_| {},
+        &mut Silent,
     )
     .unwrap_err();
     assert!(err.to_string().contains("space."), "{err}");
@@ -245,7 +256,7 @@ fn a_torn_last_line_is_set_aside_and_its_trial_redone() {
     let file = dir.path().join("random.jsonl");
     let space = SearchSpace::walkthrough();
     let options = SearchOptions::default();
-    let full = random_search(&space, 4, 2, &runner(), &options, Some(&file), &|_| {}).unwrap();
+    let full = random_search(&space, 4, 2, &runner(), &options, Some(&file), &mut Silent).unwrap();
     // A run killed while writing its fourth trial: the line is cut and has no newline.
     let text = std::fs::read_to_string(&file).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -253,7 +264,8 @@ fn a_torn_last_line_is_set_aside_and_its_trial_redone() {
     std::fs::write(&file, format!("{}\n{torn}", lines[..4].join("\n"))).unwrap();
 
     let resumed = runner();
-    let results = random_search(&space, 4, 2, &resumed, &options, Some(&file), &|_| {}).unwrap();
+    let results =
+        random_search(&space, 4, 2, &resumed, &options, Some(&file), &mut Silent).unwrap();
     assert_eq!(
         resumed.0.load(Ordering::SeqCst),
         1,
@@ -270,12 +282,13 @@ fn a_torn_last_line_is_set_aside_and_its_trial_redone() {
     assert_eq!(text.lines().count(), 5);
     assert!(text.ends_with('\n'));
     let again = runner();
-    random_search(&space, 4, 2, &again, &options, Some(&file), &|_| {}).unwrap();
+    random_search(&space, 4, 2, &again, &options, Some(&file), &mut Silent).unwrap();
     assert_eq!(again.0.load(Ordering::SeqCst), 0);
 
     // A file without a run key (an older version's) cannot be checked: refused.
     std::fs::write(&file, lines[1..].join("\n") + "\n").unwrap();
-    let err = random_search(&space, 4, 2, &runner(), &options, Some(&file), &|_| {}).unwrap_err();
+    let err =
+        random_search(&space, 4, 2, &runner(), &options, Some(&file), &mut Silent).unwrap_err();
     assert!(err.to_string().contains("not a run key"), "{err}");
 }
 
@@ -285,8 +298,16 @@ fn searches_refuse_settings_that_train_nothing() {
     let options = SearchOptions::default();
     let counting = runner();
     for (trials, epochs) in [(0, 2), (3, 0)] {
-        let err =
-            random_search(&space, trials, epochs, &counting, &options, None, &|_| {}).unwrap_err();
+        let err = random_search(
+            &space,
+            trials,
+            epochs,
+            &counting,
+            &options,
+            None,
+            &mut Silent,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("must be at least 1"), "{err}");
     }
     for bad in [
@@ -299,11 +320,11 @@ fn searches_refuse_settings_that_train_nothing() {
             ..SearchOptions::default()
         },
     ] {
-        let err = random_search(&space, 3, 1, &counting, &bad, None, &|_| {}).unwrap_err();
+        let err = random_search(&space, 3, 1, &counting, &bad, None, &mut Silent).unwrap_err();
         assert!(err.to_string().contains("must be at least 1"), "{err}");
     }
     let err =
-        successive_halving(&space, 0, 1, 9, 3, &counting, &options, None, &|_| {}).unwrap_err();
+        successive_halving(&space, 0, 1, 9, 3, &counting, &options, None, &mut Silent).unwrap_err();
     assert!(err.to_string().contains("at least 1 trial"), "{err}");
     assert_eq!(counting.0.load(Ordering::SeqCst), 0);
 }
@@ -321,7 +342,7 @@ fn successive_halving_spends_fewer_epochs_on_poor_trials() {
         &counting,
         &SearchOptions::default(),
         None,
-        &|_| {},
+        &mut Silent,
     )
     .unwrap();
     let rungs: Vec<(usize, usize)> = (0..3)
@@ -364,7 +385,7 @@ fn cross_validation_on_real_images_gives_sensible_numbers_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("folds.jsonl");
     let results =
-        cross_validate(&Cpu::default(), &data, &config, Some(&file), false, &|_| {}).unwrap();
+        cross_validate(&Cpu::default(), &data, &config, Some(&file), &mut Silent).unwrap();
     assert_eq!(results.folds.len(), 3);
     let validated: usize = results.folds.iter().map(|f| f.validation_images).sum();
     assert_eq!(validated, data.len());
@@ -376,11 +397,14 @@ fn cross_validation_on_real_images_gives_sensible_numbers_and_resumes() {
     assert_eq!(results.table().rows.len(), 4);
 
     // Resuming reads the folds back instead of training again.
-    let again: CvResults =
-        cross_validate(&Cpu::default(), &data, &config, Some(&file), false, &|_| {
-            panic!("retrained")
-        })
-        .unwrap();
+    let again: CvResults = cross_validate(
+        &Cpu::default(),
+        &data,
+        &config,
+        Some(&file),
+        &mut PanicsIfTrained,
+    )
+    .unwrap();
     assert_eq!(again, results);
 
     // Other images or settings: refused, naming what differs, before any training.
@@ -390,20 +414,65 @@ fn cross_validation_on_real_images_gives_sensible_numbers_and_resumes() {
         &fewer,
         &config,
         Some(&file),
-        false,
-        &|_| panic!("trained"),
+        &mut PanicsIfTrained,
     )
     .unwrap_err();
     assert!(err.to_string().contains("data: "), "{err}");
     let mut other = config.clone();
     other.train.batch_size = 64;
-    let err = cross_validate(&Cpu::default(), &data, &other, Some(&file), false, &|_| {
-        panic!("trained")
-    })
+    let err = cross_validate(
+        &Cpu::default(),
+        &data,
+        &other,
+        Some(&file),
+        &mut PanicsIfTrained,
+    )
     .unwrap_err();
     assert!(
         err.to_string()
             .contains("cv.train.batch_size: 32 in the stored results, 64 now"),
+        "{err}"
+    );
+}
+
+/// Fails the test when anything starts training.
+struct PanicsIfTrained;
+impl Progress for PanicsIfTrained {
+    fn on_epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {
+        panic!("trained");
+    }
+}
+
+#[test]
+fn lenet5_hyperparameters_are_typed_and_checked_against_the_space() {
+    use fashion_mnist::tuning::{HyperParams, LeNet5Hyperparameters};
+    LeNet5Hyperparameters::check_space(&SearchSpace::walkthrough()).unwrap();
+    LeNet5Hyperparameters::check_space(&SearchSpace::wide()).unwrap();
+    let typo = SearchSpace::new()
+        .int("unit", 64, 128, 16)
+        .choice("learning_rate", &[serde_json::json!(0.01)]);
+    let err = LeNet5Hyperparameters::check_space(&typo)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown hyperparameter(s) unit"), "{err}");
+    assert!(err.contains("missing units"), "{err}");
+    let extra = SearchSpace::walkthrough().float("dropout", 0.0, 0.5, false);
+    let err = LeNet5Hyperparameters::check_space(&extra)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown hyperparameter(s) dropout"), "{err}");
+
+    let mut values = HyperParams::new();
+    values.insert("units".into(), serde_json::json!(96));
+    values.insert("learning_rate".into(), serde_json::json!(0.01));
+    let typed = LeNet5Hyperparameters::from_values(&values).unwrap();
+    assert_eq!((typed.units, typed.learning_rate), (96, 0.01));
+    values.insert("units".into(), serde_json::json!(96.5));
+    let err = LeNet5Hyperparameters::from_values(&values)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("units must be a whole number >= 1, got 96.5"),
         "{err}"
     );
 }

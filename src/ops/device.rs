@@ -224,6 +224,11 @@ impl DeviceChoice {
         crate::on_device!(self, _device => ())
     }
 
+    /// The device in words, e.g. "cpu (2 threads)" or "cuda:0 (NVIDIA H200)".
+    pub fn describe(self) -> Result<String, DeviceError> {
+        crate::on_device!(self, device => device.describe())
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             DeviceChoice::Cpu => "cpu",

@@ -11,6 +11,9 @@ pub use history::{EpochRecord, History};
 pub use metrics::{ClassificationReport, ConfusionMatrix};
 pub use optim::Adam;
 
+// The progress interface training reports through (re-exported where training is used).
+pub use crate::progress::{EpochLines, Progress, Silent};
+
 use std::time::Instant;
 
 use dfdx::prelude::*;
@@ -131,37 +134,6 @@ impl TrainConfig {
     }
 }
 
-/// Receives progress during [`fit`]: the CLI draws a progress bar, notebooks print a line per
-/// epoch. All methods default to doing nothing.
-pub trait TrainObserver: Send {
-    fn on_epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {}
-    fn on_batch(&mut self, _step: usize, _running_loss: f64, _running_accuracy: f64) {}
-    fn on_epoch_end(&mut self, _record: &EpochRecord) {}
-    fn on_early_stop(&mut self, _best_epoch: usize, _restored: bool) {}
-}
-
-/// An observer that stays silent.
-pub struct Silent;
-impl TrainObserver for Silent {}
-
-/// Prints one line per epoch to stdout, as Keras does with `verbose=2`.
-pub struct EpochLines;
-impl TrainObserver for EpochLines {
-    fn on_epoch_end(&mut self, record: &EpochRecord) {
-        println!("{record}");
-    }
-    fn on_early_stop(&mut self, best_epoch: usize, restored: bool) {
-        println!(
-            "early stopping: best epoch {best_epoch}{}",
-            if restored {
-                ", its weights restored"
-            } else {
-                ""
-            }
-        );
-    }
-}
-
 /// Copies the images at `indices` into one input tensor (B, C, H, W), each from the variant
 /// `variant_of[i]` (the first variant when `variant_of` is empty).
 fn batch_tensor<D: ModelDevice>(
@@ -230,7 +202,7 @@ pub(crate) fn on_device_threads<D: ModelDevice, R>(work: impl FnOnce() -> R) -> 
     }
     struct AssertSend<T>(T);
     // SAFETY: only reached with D = Cpu, where what training and evaluation capture (CPU
-    // tensors, prepared data, `Send` observers) is Send; the calling thread blocks until the
+    // tensors, prepared data, `Send` progress reporters) is Send; the calling thread blocks until the
     // work is done, so nothing is used from two threads at once.
     unsafe impl<T> Send for AssertSend<T> {}
     let work = AssertSend(work);
@@ -248,9 +220,9 @@ pub fn fit<M: ImageClassifier>(
     train: &Prepared,
     validation: Option<&Prepared>,
     config: &TrainConfig,
-    observer: &mut dyn TrainObserver,
+    progress: &mut dyn Progress,
 ) -> Result<History, TrainError> {
-    fit_augmented(model, &[train], validation, config, observer)
+    fit_augmented(model, &[train], validation, config, progress)
 }
 
 /// [`fit`] with precomputed augmentations: `train_variants` hold the same images in the same
@@ -261,10 +233,10 @@ pub fn fit_augmented<M: ImageClassifier>(
     train_variants: &[&Prepared],
     validation: Option<&Prepared>,
     config: &TrainConfig,
-    observer: &mut dyn TrainObserver,
+    progress: &mut dyn Progress,
 ) -> Result<History, TrainError> {
     on_device_threads::<M::Device, _>(|| {
-        fit_here(model, train_variants, validation, config, observer)
+        fit_here(model, train_variants, validation, config, progress)
     })
 }
 
@@ -273,7 +245,7 @@ fn fit_here<M: ImageClassifier>(
     train_variants: &[&Prepared],
     validation: Option<&Prepared>,
     config: &TrainConfig,
-    observer: &mut dyn TrainObserver,
+    progress: &mut dyn Progress,
 ) -> Result<History, TrainError> {
     config.validate_for(validation.is_some())?;
     if validation.is_some_and(|v| v.is_empty()) {
@@ -326,7 +298,7 @@ fn fit_here<M: ImageClassifier>(
     for epoch in 1..=config.epochs {
         let started = Instant::now();
         order.shuffle(&mut rng);
-        observer.on_epoch_start(epoch, config.epochs, steps);
+        progress.on_epoch_start(epoch, config.epochs, steps);
         let variant_of: Vec<usize> = if train_variants.len() > 1 {
             (0..train.len())
                 .map(|_| rng.gen_range(0..train_variants.len()))
@@ -367,7 +339,7 @@ fn fit_here<M: ImageClassifier>(
                 .zip(&labels)
                 .filter(|(row, &label)| argmax(row) == label)
                 .count();
-            observer.on_batch(
+            progress.on_batch(
                 step + 1,
                 loss_sum / seen as f64,
                 correct as f64 / seen as f64,
@@ -396,7 +368,7 @@ fn fit_here<M: ImageClassifier>(
             val_accuracy,
             seconds: started.elapsed().as_secs_f64(),
         };
-        observer.on_epoch_end(&record);
+        progress.on_epoch_end(&record);
         history.epochs.push(record.clone());
 
         if let Some(stopping) = &config.early_stopping {
@@ -421,7 +393,7 @@ fn fit_here<M: ImageClassifier>(
             history.restored_best = true;
         }
         if history.stopped_early {
-            observer.on_early_stop(best_epoch, history.restored_best);
+            progress.on_early_stop(best_epoch, history.restored_best);
         }
     }
     Ok(history)

@@ -23,8 +23,9 @@ use crate::data::Dataset;
 use crate::error::TrainError;
 use crate::models::{DenseHead, HeadConfig, ImageClassifier, ModelSummary};
 use crate::ops::ModelDevice;
+use crate::progress::Progress;
 use crate::resume::RunKey;
-use crate::training::{self, EarlyStopping, Evaluation, History, TrainConfig, TrainObserver};
+use crate::training::{self, EarlyStopping, Evaluation, History, TrainConfig};
 
 /// Which weights a backbone carries.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -221,38 +222,16 @@ pub fn run_label(
     }
 }
 
-/// Progress of a transfer run: stages, extraction, and training (through [`TrainObserver`]).
-pub trait TransferObserver: TrainObserver {
-    fn on_stage(&mut self, _message: &str) {}
-    fn on_extraction(&mut self, _done: usize, _total: usize) {}
-}
-
-impl TransferObserver for training::Silent {}
-
-impl TransferObserver for training::EpochLines {
-    fn on_stage(&mut self, message: &str) {
-        println!("{message}");
-    }
-    fn on_extraction(&mut self, done: usize, total: usize) {
-        // About every 10,000 images (a multiple of the CPU's and the GPU's batches), and at the
-        // end.
-        let step = 10_240;
-        if done == total || done.is_multiple_of(step) {
-            println!("  {done}/{total} images");
-        }
-    }
-}
-
 fn features_of<D: ModelDevice>(
     extractor: &Extractor<D>,
     images: &Dataset,
     settings: &FeatureSettings,
     cache_dir: Option<&Path>,
-    observer: &mut dyn TransferObserver,
+    progress: &mut dyn Progress,
     what: &str,
 ) -> Result<(Prepared, ExtractionRecord), TrainError> {
     let total = images.len();
-    observer.on_stage(&format!(
+    progress.on_message(&format!(
         "features: {what} ({total} images, {:?}{})",
         settings.stage,
         if settings.mirrored { ", mirrored" } else { "" }
@@ -262,7 +241,7 @@ fn features_of<D: ModelDevice>(
         &images.images,
         settings,
         cache_dir,
-        &mut |done| observer.on_extraction(done, total),
+        &mut |done| progress.on_extraction(done, total),
     )?;
     let message = if record.from_cache {
         format!("  {what}: from cache")
@@ -273,7 +252,7 @@ fn features_of<D: ModelDevice>(
             record.images_per_second().unwrap_or(0.0)
         )
     };
-    observer.on_stage(&message);
+    progress.on_message(&message);
     Ok((
         Prepared {
             pixels: features.values,
@@ -333,9 +312,9 @@ impl<D: ModelDevice> Copy for TransferInputs<'_, D> {}
 pub fn run_transfer<D: ModelDevice>(
     inputs: &TransferInputs<'_, D>,
     config: &TransferConfig,
-    observer: &mut dyn TransferObserver,
+    progress: &mut dyn Progress,
 ) -> Result<TransferOutcome, TrainError> {
-    run_transfer_keyed(inputs, config, run_key(inputs, config), observer)
+    run_transfer_keyed(inputs, config, run_key(inputs, config), progress)
 }
 
 /// [`run_transfer`] with its [`run_key`] already computed (fingerprinting the images is not
@@ -344,7 +323,7 @@ fn run_transfer_keyed<D: ModelDevice>(
     inputs: &TransferInputs<'_, D>,
     config: &TransferConfig,
     key: RunKey,
-    observer: &mut dyn TransferObserver,
+    progress: &mut dyn Progress,
 ) -> Result<TransferOutcome, TrainError> {
     let TransferInputs {
         train_set,
@@ -406,7 +385,7 @@ fn run_transfer_keyed<D: ModelDevice>(
         &train_images,
         &output,
         cache_dir,
-        observer,
+        progress,
         "training images",
     )?;
     extraction.push(("train".to_string(), record));
@@ -417,7 +396,7 @@ fn run_transfer_keyed<D: ModelDevice>(
                 test,
                 &output,
                 cache_dir,
-                observer,
+                progress,
                 "test images",
             )?;
             extraction.push(("test".to_string(), record));
@@ -432,13 +411,13 @@ fn run_transfer_keyed<D: ModelDevice>(
 
     let mut head = DenseHead::new(device, config.head_config(feature_len), config.seed);
     let head_summary = head.summary();
-    observer.on_stage(&format!(
+    progress.on_message(&format!(
         "head: {} trainable parameters, {} epochs on {} cached feature vectors",
         head.param_count(),
         config.head.epochs,
         train.len()
     ));
-    let history = training::fit(&mut head, &train, Some(&validation), &config.head, observer)?;
+    let history = training::fit(&mut head, &train, Some(&validation), &config.head, progress)?;
     let head_outcome = stage_outcome(&head, history, &validation, test_features.as_ref())?;
     let recompute_epoch_seconds = extraction[0]
         .1
@@ -453,7 +432,7 @@ fn run_transfer_keyed<D: ModelDevice>(
                 &train_images,
                 &block4,
                 cache_dir,
-                observer,
+                progress,
                 "training images",
             )?;
             extraction.push(("train block4".to_string(), record));
@@ -466,7 +445,7 @@ fn run_transfer_keyed<D: ModelDevice>(
                     &train_images,
                     &settings(FeatureStage::Vgg16Block4, true),
                     cache_dir,
-                    observer,
+                    progress,
                     "training images, mirrored",
                 )?;
                 extraction.push(("train block4 mirrored".to_string(), record));
@@ -479,7 +458,7 @@ fn run_transfer_keyed<D: ModelDevice>(
                         test,
                         &block4,
                         cache_dir,
-                        observer,
+                        progress,
                         "test images",
                     )?;
                     extraction.push(("test block4".to_string(), record));
@@ -489,7 +468,7 @@ fn run_transfer_keyed<D: ModelDevice>(
             };
             let side4 = config.side / 16;
             let mut model = Vgg16Block5WithHead::new(vgg, head.clone(), (512, side4, side4));
-            observer.on_stage(&format!(
+            progress.on_message(&format!(
                 "fine-tuning block 5 + head: {} trainable parameters, {} epochs, learning rate {}{}",
                 model.param_count(),
                 ft.epochs,
@@ -508,7 +487,7 @@ fn run_transfer_keyed<D: ModelDevice>(
                 &variant_refs,
                 Some(&validation4),
                 &ft_train,
-                observer,
+                progress,
             )?;
             Some(stage_outcome(
                 &model,
@@ -610,7 +589,7 @@ pub fn run_key<D: ModelDevice>(inputs: &TransferInputs<'_, D>, config: &Transfer
 pub fn previous_outcome(
     path: &Path,
     key: &RunKey,
-    observer: &mut dyn TransferObserver,
+    progress: &mut dyn Progress,
 ) -> Result<Option<TransferOutcome>, TrainError> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(None);
@@ -621,7 +600,7 @@ pub fn previous_outcome(
             Ok(Some(outcome))
         }
         Err(e) => {
-            observer.on_stage(&format!(
+            progress.on_message(&format!(
                 "warning: {} cannot be read ({e}); running it again",
                 path.display()
             ));
@@ -636,24 +615,24 @@ pub fn run_or_reuse<D: ModelDevice>(
     out_dir: &Path,
     inputs: &TransferInputs<'_, D>,
     config: &TransferConfig,
-    observer: &mut dyn TransferObserver,
+    progress: &mut dyn Progress,
 ) -> Result<TransferOutcome, TrainError> {
     let weights = inputs.weights;
     let path = out_dir.join(result_file_name(config));
     let key = run_key(inputs, config);
-    if let Some(outcome) = previous_outcome(&path, &key, observer)? {
-        observer.on_stage(&format!(
+    if let Some(outcome) = previous_outcome(&path, &key, progress)? {
+        progress.on_message(&format!(
             "{}: results of an earlier run, {}",
             outcome.label,
             path.display()
         ));
         return Ok(outcome);
     }
-    observer.on_stage(&format!(
+    progress.on_message(&format!(
         "== {}",
         run_label(config.backbone, weights, config.preprocessing)
     ));
-    let outcome = run_transfer_keyed(inputs, config, key, observer)?;
+    let outcome = run_transfer_keyed(inputs, config, key, progress)?;
     std::fs::create_dir_all(out_dir).map_err(|e| crate::error::DataError::io(out_dir, e))?;
     let json = serde_json::to_string_pretty(&outcome).expect("plain data");
     crate::fsutil::write_bytes_atomically(&path, json.as_bytes())?;

@@ -47,6 +47,14 @@ impl Architecture {
             Architecture::Resnet50 => "resnet50",
         }
     }
+
+    /// "VGG-16" or "ResNet-50".
+    pub fn title(&self) -> &'static str {
+        match self {
+            Architecture::Vgg16 => "VGG-16",
+            Architecture::Resnet50 => "ResNet-50",
+        }
+    }
 }
 
 impl std::str::FromStr for Architecture {
@@ -70,6 +78,18 @@ pub enum LoadedBackbone {
 }
 
 impl LoadedBackbone {
+    /// A randomly initialized backbone (seeded): what runs when no ImageNet weights exist, or
+    /// for timing. NOT transfer learning.
+    pub fn random(architecture: Architecture, seed: u64) -> Self {
+        let cpu = dfdx::prelude::Cpu::default();
+        match architecture {
+            Architecture::Vgg16 => LoadedBackbone::Vgg16(Vgg16::new(&cpu, seed)),
+            Architecture::Resnet50 => {
+                LoadedBackbone::Resnet50(Box::new(ResNet50::new(&cpu, Default::default(), seed)))
+            }
+        }
+    }
+
     pub fn architecture(&self) -> Architecture {
         match self {
             LoadedBackbone::Vgg16(_) => Architecture::Vgg16,

@@ -20,6 +20,7 @@ use rayon::prelude::*;
 use crate::data::prepare::Prepared;
 use crate::error::{DataError, TrainError};
 use crate::models::{LeNet5, LeNet5Config};
+use crate::progress::Progress;
 use crate::report::Table;
 use crate::training::{self, EarlyStopping, History, Silent, TrainConfig};
 
@@ -78,6 +79,11 @@ pub trait TrialRunner: Sync {
     /// (the exact training and validation images, the training settings, the device): finished
     /// trials are reused only under the same key.
     fn key(&self) -> RunKey;
+
+    /// Refuses a space this runner cannot train (names it does not know, or lacks).
+    fn check_space(&self, _space: &SearchSpace) -> Result<(), TrainError> {
+        Ok(())
+    }
 
     /// Trials this runner can train at once (`SearchOptions::parallel_trials` is capped by it).
     fn max_parallel_trials(&self) -> usize {
@@ -181,6 +187,13 @@ impl TuningResults {
 
     pub fn best_hyperparameters(&self) -> Option<HyperParams> {
         self.best().map(|t| t.hyperparams.clone())
+    }
+
+    /// The best trial's values as the modified LeNet-5's (an error if they are not).
+    pub fn best_lenet5(&self) -> Result<Option<LeNet5Hyperparameters>, TrainError> {
+        self.best()
+            .map(|t| LeNet5Hyperparameters::from_values(&t.hyperparams))
+            .transpose()
     }
 
     /// Epochs trained over all trials and executions.
@@ -307,15 +320,16 @@ fn run_trials(
     runner: &dyn TrialRunner,
     options: &SearchOptions,
     log: &ResultsLog,
-    on_trial: &(dyn Fn(&TrialRecord) + Sync),
+    progress: &mut dyn Progress,
 ) -> Result<Vec<TrialRecord>, TrainError> {
+    let progress = crate::progress::Shared::new(progress);
     let run_one = |p: &Pending| -> Result<TrialRecord, TrainError> {
         if let Some(found) = done.iter().find(|r| {
             r.search == p.search && r.rung == p.rung && r.trial == p.trial && r.epochs == p.epochs
         }) {
             if found.hyperparams != p.hyperparams {
-                return Err(TrainError::Config {
-                    name: "results file".into(),
+                return Err(TrainError::Results {
+                    path: log.0.as_ref().map(|l| l.path().to_path_buf()).unwrap_or_default(),
                     message: format!(
                         "trial {} there has other hyperparameters than this search draws (another seed or space?); use a new file",
                         p.trial
@@ -345,7 +359,7 @@ fn run_trials(
             seconds: started.elapsed().as_secs_f64(),
         };
         log.append(&record)?;
-        on_trial(&record);
+        progress.with(|p| p.on_trial(&record));
         Ok(record)
     };
     let parallel = options.parallel_trials.min(runner.max_parallel_trials());
@@ -355,7 +369,7 @@ fn run_trials(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(parallel)
         .build()
-        .map_err(|e| TrainError::Device(e.to_string()))?;
+        .map_err(|e| TrainError::Threads(e.to_string()))?;
     pool.install(|| pending.par_iter().map(run_one).collect())
 }
 
@@ -372,6 +386,7 @@ fn start(
         name: "search space".into(),
         message,
     })?;
+    runner.check_space(space)?;
     options.validate()?;
     let Some(path) = results_file else {
         return Ok((Vec::new(), ResultsLog(None)));
@@ -442,7 +457,7 @@ pub fn random_search(
     runner: &dyn TrialRunner,
     options: &SearchOptions,
     results_file: Option<&Path>,
-    on_trial: &(dyn Fn(&TrialRecord) + Sync),
+    progress: &mut dyn Progress,
 ) -> Result<TuningResults, TrainError> {
     check_random_search(max_trials, epochs)?;
     let search = RunKey::new()
@@ -462,7 +477,7 @@ pub fn random_search(
             epochs,
         })
         .collect();
-    let trials = run_trials(pending, &done, runner, options, &log, on_trial)?;
+    let trials = run_trials(pending, &done, runner, options, &log, progress)?;
     Ok(TuningResults {
         objective: Some(options.objective),
         trials,
@@ -481,7 +496,7 @@ pub fn successive_halving(
     runner: &dyn TrialRunner,
     options: &SearchOptions,
     results_file: Option<&Path>,
-    on_trial: &(dyn Fn(&TrialRecord) + Sync),
+    progress: &mut dyn Progress,
 ) -> Result<TuningResults, TrainError> {
     check_successive_halving(trials, min_epochs, max_epochs, eta)?;
     let search = RunKey::new()
@@ -509,7 +524,7 @@ pub fn successive_halving(
                 epochs,
             })
             .collect();
-        let mut finished = run_trials(pending, &done, runner, options, &log, on_trial)?;
+        let mut finished = run_trials(pending, &done, runner, options, &log, progress)?;
         let results = TuningResults {
             objective: Some(options.objective),
             trials: finished.clone(),
@@ -536,20 +551,128 @@ pub fn successive_halving(
     })
 }
 
-/// Trains the walkthrough's "modified LeNet-5": hyperparameters `units` (first dense layer,
-/// default 120) and `learning_rate` (default 1e-3).
-pub struct LeNet5Trials<'a> {
-    pub train: &'a Prepared,
-    pub validation: &'a Prepared,
-    pub batch_size: usize,
-    pub seed: u64,
-    /// Early stopping inside each trial.
-    pub early_stopping: Option<EarlyStopping>,
-    /// Where trials train (on a GPU one trial at a time).
-    pub device: DeviceChoice,
+/// The modified LeNet-5's hyperparameters: the first dense layer's width and Adam's learning
+/// rate (the walkthrough's defaults: 120 units, 1e-3).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LeNet5Hyperparameters {
+    pub units: usize,
+    pub learning_rate: f64,
 }
 
-impl LeNet5Trials<'_> {
+impl Default for LeNet5Hyperparameters {
+    fn default() -> Self {
+        LeNet5Hyperparameters {
+            units: 120,
+            learning_rate: 1e-3,
+        }
+    }
+}
+
+fn space_error(message: String) -> TrainError {
+    TrainError::Config {
+        name: "search space".into(),
+        message,
+    }
+}
+
+impl LeNet5Hyperparameters {
+    /// The names a search space for the modified LeNet-5 must declare, no more, no fewer.
+    pub const NAMES: [&'static str; 2] = ["units", "learning_rate"];
+
+    /// Refuses a space whose names differ from [`Self::NAMES`], naming the unknown and the
+    /// missing ones (a typo would otherwise train every trial at the default).
+    pub fn check_space(space: &SearchSpace) -> Result<(), TrainError> {
+        let declared: Vec<&str> = space.params.iter().map(Param::name).collect();
+        let unknown: Vec<&str> = declared
+            .iter()
+            .copied()
+            .filter(|n| !Self::NAMES.contains(n))
+            .collect();
+        let missing: Vec<&str> = Self::NAMES
+            .iter()
+            .copied()
+            .filter(|n| !declared.contains(n))
+            .collect();
+        let mut problems = Vec::new();
+        if !unknown.is_empty() {
+            problems.push(format!("unknown hyperparameter(s) {}", unknown.join(", ")));
+        }
+        if !missing.is_empty() {
+            problems.push(format!("missing {}", missing.join(", ")));
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(space_error(format!(
+            "{} (the modified LeNet-5 takes exactly: {})",
+            problems.join("; "),
+            Self::NAMES.join(", ")
+        )))
+    }
+
+    /// The typed values of one draw; a value of the wrong kind is an error naming it.
+    pub fn from_values(values: &HyperParams) -> Result<Self, TrainError> {
+        let get = |name: &str| {
+            values
+                .get(name)
+                .ok_or_else(|| space_error(format!("a trial has no value for {name}")))
+        };
+        let units = get("units")?;
+        let units =
+            units.as_u64().filter(|&u| u >= 1).ok_or_else(|| {
+                space_error(format!("units must be a whole number >= 1, got {units}"))
+            })? as usize;
+        let rate = get("learning_rate")?;
+        let learning_rate = rate
+            .as_f64()
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .ok_or_else(|| {
+                space_error(format!(
+                    "learning_rate must be a positive number, got {rate}"
+                ))
+            })?;
+        Ok(LeNet5Hyperparameters {
+            units,
+            learning_rate,
+        })
+    }
+}
+
+/// Trains the walkthrough's "modified LeNet-5" with [`LeNet5Hyperparameters`].
+pub struct LeNet5Trials<'a> {
+    train: &'a Prepared,
+    validation: &'a Prepared,
+    batch_size: usize,
+    seed: u64,
+    early_stopping: Option<EarlyStopping>,
+    device: DeviceChoice,
+    /// Fingerprints of the images, computed once (a search asks for its key more than once).
+    fingerprints: (String, String),
+}
+
+impl<'a> LeNet5Trials<'a> {
+    /// Trials on `train`, scored on `validation`, `batch_size` images a step, seeds derived
+    /// from `seed`, optionally with early stopping inside each trial, on `device` (a GPU
+    /// trains one trial at a time).
+    pub fn new(
+        train: &'a Prepared,
+        validation: &'a Prepared,
+        batch_size: usize,
+        seed: u64,
+        early_stopping: Option<EarlyStopping>,
+        device: DeviceChoice,
+    ) -> Self {
+        LeNet5Trials {
+            train,
+            validation,
+            batch_size,
+            seed,
+            early_stopping,
+            device,
+            fingerprints: (train.fingerprint(), validation.fingerprint()),
+        }
+    }
+
     /// The model and its history for `hyperparams`, trained as trial `trial` was (same seeds,
     /// so the same weights as in the search).
     pub fn train<D: ModelDevice>(
@@ -560,26 +683,19 @@ impl LeNet5Trials<'_> {
         epochs: usize,
         execution: usize,
     ) -> Result<(LeNet5<D>, History), TrainError> {
-        let units = hyperparams
-            .get("units")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(120) as usize;
-        let learning_rate = hyperparams
-            .get("learning_rate")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(1e-3);
+        let values = LeNet5Hyperparameters::from_values(hyperparams)?;
         let seed = self.seed ^ ((trial as u64) << 16) ^ ((execution as u64) << 40);
         let mut model = LeNet5::new(
             device,
             LeNet5Config {
-                dense1_units: units,
+                dense1_units: values.units,
             },
             seed,
         );
         let config = TrainConfig {
             epochs,
             batch_size: self.batch_size,
-            learning_rate,
+            learning_rate: values.learning_rate,
             seed,
             early_stopping: self.early_stopping,
         };
@@ -598,8 +714,8 @@ impl TrialRunner for LeNet5Trials<'_> {
     fn key(&self) -> RunKey {
         RunKey::new()
             .with("model", "lenet5-modified")
-            .with("train_data", self.train.fingerprint())
-            .with("validation_data", self.validation.fingerprint())
+            .with("train_data", &self.fingerprints.0)
+            .with("validation_data", &self.fingerprints.1)
             .with("batch_size", self.batch_size)
             .with("trial_seed", self.seed)
             .with("early_stopping", self.early_stopping)
@@ -619,6 +735,10 @@ impl TrialRunner for LeNet5Trials<'_> {
         })?
     }
 
+    fn check_space(&self, space: &SearchSpace) -> Result<(), TrainError> {
+        LeNet5Hyperparameters::check_space(space)
+    }
+
     fn max_parallel_trials(&self) -> usize {
         match self.device {
             DeviceChoice::Cpu => usize::MAX,
@@ -626,4 +746,29 @@ impl TrialRunner for LeNet5Trials<'_> {
             DeviceChoice::Cuda => 1,
         }
     }
+}
+/// Random search vs successive halving: trials, epochs trained, time, best score.
+pub fn compare_searches(searches: &[(&str, &TuningResults)]) -> Table {
+    let mut table = Table::new(&[
+        "search",
+        "trials",
+        "epochs trained",
+        "seconds",
+        "best score",
+        "best hyperparameters",
+    ]);
+    for (name, results) in searches {
+        let best = results.best();
+        table.push(vec![
+            name.to_string(),
+            results.trials.len().to_string(),
+            results.epochs_spent().to_string(),
+            format!("{:.0}", results.seconds()),
+            best.map_or("-".into(), |b| format!("{:.4}", b.score)),
+            best.map_or("-".into(), |b| {
+                serde_json::to_string(&b.hyperparams).unwrap_or_default()
+            }),
+        ]);
+    }
+    table
 }

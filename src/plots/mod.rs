@@ -1,6 +1,10 @@
 //! Charts drawn with plotters, one function each. A [`Chart`] is SVG: a notebook shows it
 //! inline (evcxr), the CLI and reports write it as `.svg` or `.png`.
 
+mod figures;
+
+pub use figures::*;
+
 use std::path::Path;
 
 use plotters::coord::Shift;

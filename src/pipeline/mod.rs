@@ -1,0 +1,88 @@
+//! The study's stages, one function each: LeNet-5 training and evaluation ([`lenet5`]), the
+//! hyperparameter search ([`tuning`]), cross-validation ([`cv`]), transfer learning
+//! ([`transfer`]) and the comparison ([`comparison`]). Each takes a typed, serializable config
+//! and returns typed results; the CLI, [`crate::study`] and [`crate::notebook`] only build
+//! configs and present results. A config is what a front end saves next to its results, and
+//! (with the data's fingerprint) what decides whether saved results are reused.
+
+pub mod comparison;
+pub mod cv;
+pub mod lenet5;
+pub mod transfer;
+pub mod tuning;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::prepare::{split_scaled, Prepared};
+use crate::data::Dataset;
+use crate::error::TrainError;
+
+/// How the training images are split into training and validation images.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SplitConfig {
+    /// Use only the first N training images (None: all).
+    pub limit: Option<usize>,
+    /// Fraction held out for validation (the walkthrough: 0.2).
+    pub validation_split: f64,
+    /// Keep class proportions in both parts.
+    pub stratify: bool,
+    /// Seeds the split (and, in the stages, the initialization and the shuffling).
+    pub seed: u64,
+}
+
+impl SplitConfig {
+    /// The walkthrough's 80/20 split of all the training images.
+    pub fn walkthrough(seed: u64) -> Self {
+        SplitConfig {
+            limit: None,
+            validation_split: 0.2,
+            stratify: false,
+            seed,
+        }
+    }
+
+    /// Refuses a fraction outside [0, 1) and a limit of 0.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        if !(0.0..1.0).contains(&self.validation_split) {
+            return Err(TrainError::Config {
+                name: "validation_split".into(),
+                message: format!("must be in [0, 1), got {}", self.validation_split),
+            });
+        }
+        if self.limit == Some(0) {
+            return Err(TrainError::Config {
+                name: "limit".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The scaled training and validation images of `train_set`.
+    pub fn apply(&self, train_set: &Dataset) -> Split {
+        let (train, validation) = split_scaled(
+            train_set,
+            self.limit,
+            self.validation_split,
+            self.seed,
+            self.stratify,
+        );
+        Split { train, validation }
+    }
+}
+
+/// Training and validation images, scaled to 0..1.
+#[derive(Clone, Debug, Default)]
+pub struct Split {
+    pub train: Prepared,
+    pub validation: Prepared,
+}
+
+/// The first `limit` images of `test_set` (all when None), scaled to 0..1.
+pub fn test_images(test_set: Option<&Dataset>, limit: Option<usize>) -> Option<Prepared> {
+    let test = test_set?;
+    Some(match limit {
+        Some(n) => Prepared::from_dataset(&test.head(n)),
+        None => Prepared::from_dataset(test),
+    })
+}

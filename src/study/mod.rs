@@ -1,0 +1,514 @@
+//! The whole study in one call, as `fashion-mnist report` runs it: data checks, LeNet-5, the
+//! random search, 5-fold cross-validation, VGG-16 and ResNet-50 transfer, and the comparison.
+//! Every stage is a [`crate::pipeline`] function; this module chooses the study's configs,
+//! saves each stage's record under the run directory (`STAGE/stage.json`, see [`records`]) and
+//! reuses a stage that already ran with the same images and config, so an interrupted study
+//! resumes. [`html::render_html`] turns the results into one self-contained page.
+
+mod html;
+mod records;
+
+pub use html::render_html;
+pub use records::{Artifact, StageRecord};
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{eda, FashionMnist};
+use crate::error::TrainError;
+use crate::ops::DeviceChoice;
+use crate::pipeline::comparison::{self, ComparisonInputs, ComparisonRow};
+pub use crate::pipeline::cv::CvSummary;
+use crate::pipeline::cv::{self as cv_stage, CvStage};
+pub use crate::pipeline::lenet5::ModelResults;
+use crate::pipeline::lenet5::{self as lenet5_stage, LeNet5Stage};
+use crate::pipeline::transfer::{
+    self as transfer_stage, TransferPaths, TransferStage, WeightsChoice,
+};
+pub use crate::pipeline::tuning::TuningSummary;
+use crate::pipeline::tuning::{self as tuning_stage, Search, TuningStage};
+use crate::pipeline::{test_images, SplitConfig};
+use crate::progress::Progress;
+use crate::report::Table;
+use crate::resume::RunKey;
+use crate::training::checkpoint;
+use crate::transfer::{Architecture, TransferOutcome, WeightsInfo};
+use records::{stage, StageContext};
+
+/// How big a study: the walkthrough's settings, or a few minutes' try.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StudyPreset {
+    pub name: String,
+    /// Training images used (None: all 60,000).
+    pub train_limit: Option<usize>,
+    pub seed: u64,
+    /// LeNet-5: at most this many epochs, early stopping (patience 3) on val loss.
+    pub lenet5_max_epochs: usize,
+    pub tuning_trials: usize,
+    pub tuning_epochs: usize,
+    pub cv_folds: usize,
+    pub cv_epochs: usize,
+    pub transfer_head_epochs: usize,
+    /// Fine-tuning epochs of VGG-16's block 5 after the head (0: none).
+    pub fine_tune_epochs: usize,
+    /// Training images for the transfer stages (feature extraction is the slow part).
+    pub transfer_limit: Option<usize>,
+    /// Test images evaluated (None: all 10,000).
+    pub test_limit: Option<usize>,
+}
+
+impl StudyPreset {
+    /// The walkthrough's settings on all the data.
+    pub fn full() -> Self {
+        StudyPreset {
+            name: "full".into(),
+            train_limit: None,
+            seed: 42,
+            lenet5_max_epochs: 30,
+            tuning_trials: 8,
+            tuning_epochs: 10,
+            cv_folds: 5,
+            cv_epochs: 30,
+            transfer_head_epochs: 10,
+            fine_tune_epochs: 3,
+            transfer_limit: None,
+            test_limit: None,
+        }
+    }
+
+    /// A minute or two on a laptop CPU: small subsets, few epochs. Not for conclusions.
+    pub fn quick() -> Self {
+        StudyPreset {
+            name: "quick".into(),
+            train_limit: Some(2000),
+            seed: 42,
+            lenet5_max_epochs: 3,
+            tuning_trials: 3,
+            tuning_epochs: 2,
+            cv_folds: 3,
+            cv_epochs: 2,
+            transfer_head_epochs: 2,
+            fine_tune_epochs: 1,
+            transfer_limit: Some(1000),
+            test_limit: Some(500),
+        }
+    }
+}
+
+/// Names and rough costs of the stages in the full study on 2 CPU cores (minutes), for the
+/// ETA; a quick study scales them down.
+pub const STAGES: [(&str, f64); 7] = [
+    ("data", 0.2),
+    ("lenet5", 1.0),
+    ("tuning", 7.0),
+    ("cross_validation", 11.0),
+    ("vgg16", 45.0),
+    ("resnet50", 5.0),
+    ("comparison", 0.1),
+];
+
+/// Results of the data checks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DataResults {
+    pub source: String,
+    pub verification: String,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub missing_values: usize,
+    pub duplicates: usize,
+    pub class_counts: Vec<usize>,
+}
+
+/// Everything the study measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StudyResults {
+    pub preset: StudyPreset,
+    pub data: StageRecord<DataResults>,
+    pub lenet5: StageRecord<ModelResults>,
+    pub tuning: StageRecord<TuningSummary>,
+    pub cross_validation: StageRecord<CvSummary>,
+    pub vgg16: StageRecord<Vec<TransferOutcome>>,
+    pub resnet50: StageRecord<Vec<TransferOutcome>>,
+    pub wall_seconds: f64,
+}
+
+impl StudyResults {
+    /// Every transfer run, VGG-16's then ResNet-50's.
+    pub fn transfer_runs(&self) -> impl Iterator<Item = &TransferOutcome> {
+        self.vgg16.results.iter().chain(&self.resnet50.results)
+    }
+
+    /// The comparison stage: every model in one list.
+    pub fn comparison(&self) -> Vec<ComparisonRow> {
+        comparison::compare(&ComparisonInputs {
+            lenet5: &self.lenet5.results,
+            cv: &self.cross_validation.results,
+            cv_seconds: self.cross_validation.wall_seconds,
+            tuned_units: self.tuning.results.best_units,
+            transfer: self.transfer_runs().collect(),
+        })
+    }
+}
+
+/// The data stage's config: what it looked at.
+#[derive(Serialize)]
+struct DataStage {
+    train_images: usize,
+}
+
+fn data_checks(data: &FashionMnist) -> Result<DataResults, TrainError> {
+    let df = eda::to_dataframe(&data.train).map_err(crate::DataError::from)?;
+    let (_, missing) = eda::missing_values(&df);
+    let duplicates = eda::duplicate_count(&df).map_err(crate::DataError::from)?;
+    Ok(DataResults {
+        source: data.located.origin.to_string(),
+        verification: format!("{:?}", data.verification),
+        train_images: data.train.len(),
+        test_images: data.test.as_ref().map_or(0, |t| t.len()),
+        missing_values: missing,
+        duplicates,
+        class_counts: data.train.class_counts().to_vec(),
+    })
+}
+
+/// The LeNet-5 stage's checkpoint, relative to the run directory.
+const LENET5_CHECKPOINT: &str = "lenet5/model.safetensors";
+
+impl StudyPreset {
+    fn split(&self) -> SplitConfig {
+        SplitConfig {
+            limit: self.train_limit,
+            ..SplitConfig::walkthrough(self.seed)
+        }
+    }
+
+    /// The LeNet-5 stage of this preset.
+    pub fn lenet5(&self) -> LeNet5Stage {
+        LeNet5Stage {
+            split: self.split(),
+            test_limit: self.test_limit,
+            ..LeNet5Stage::walkthrough(self.lenet5_max_epochs, self.seed)
+        }
+    }
+
+    /// The tuning stage of this preset: the walkthrough's space and random search.
+    pub fn tuning(&self) -> TuningStage {
+        TuningStage {
+            search: Search::Random {
+                max_trials: self.tuning_trials,
+                epochs: self.tuning_epochs,
+            },
+            split: self.split(),
+            ..TuningStage::walkthrough(self.seed)
+        }
+    }
+
+    /// The cross-validation stage of this preset, for the tuned hyperparameters.
+    pub fn cross_validation(&self, tuned: &TuningSummary) -> CvStage {
+        CvStage {
+            limit: self.train_limit,
+            ..CvStage::walkthrough(self.cv_folds, self.cv_epochs, tuned.best(), self.seed)
+        }
+    }
+
+    /// The transfer runs of this preset for `architecture`.
+    pub fn transfer(&self, architecture: Architecture) -> TransferStage {
+        TransferStage {
+            test_limit: self.test_limit,
+            ..TransferStage::walkthrough(
+                architecture,
+                self.transfer_head_epochs,
+                self.fine_tune_epochs,
+                self.transfer_limit,
+                self.seed,
+            )
+        }
+    }
+}
+
+/// A transfer stage's key: its runs and the backbone's weights.
+#[derive(Serialize)]
+struct TransferStageKey<'a> {
+    #[serde(flatten)]
+    stage: &'a TransferStage,
+    weights: &'a WeightsInfo,
+}
+
+/// Where the study keeps its files.
+#[derive(Clone, Debug)]
+pub struct StudyPaths {
+    pub out: PathBuf,
+    pub weights_dir: PathBuf,
+    pub feature_cache: PathBuf,
+    pub python: String,
+}
+
+/// What every stage of one study run works with.
+struct Study<'a> {
+    data: &'a FashionMnist,
+    preset: &'a StudyPreset,
+    paths: &'a StudyPaths,
+    device: DeviceChoice,
+    context: StageContext<'a>,
+}
+
+impl Study<'_> {
+    fn lenet5(&self, progress: &mut dyn Progress) -> Result<StageRecord<ModelResults>, TrainError> {
+        let config = self.preset.lenet5();
+        let (data, out) = (self.data, self.paths.out.as_path());
+        stage(
+            &self.context,
+            (2, "lenet5"),
+            &config,
+            &[LENET5_CHECKPOINT],
+            progress,
+            |p| {
+                let split = config.split.apply(&data.train);
+                let test = test_images(data.test.as_ref(), config.test_limit);
+                let outcome = lenet5_stage::run(&split, test.as_ref(), &config, self.device, p)?;
+                checkpoint::save(&outcome.model, &out.join(LENET5_CHECKPOINT))?;
+                Ok(outcome.results)
+            },
+        )
+    }
+
+    fn tuning(
+        &self,
+        progress: &mut dyn Progress,
+    ) -> Result<StageRecord<TuningSummary>, TrainError> {
+        let config = self.preset.tuning();
+        stage(&self.context, (3, "tuning"), &config, &[], progress, |p| {
+            let split = config.split.apply(&self.data.train);
+            let file = self.paths.out.join("tuning").join("random.jsonl");
+            let parallel = rayon::current_num_threads();
+            let results =
+                tuning_stage::run(&split, &config, Some(&file), parallel, self.device, p)?;
+            TuningSummary::of(&results)
+        })
+    }
+
+    fn cross_validation(
+        &self,
+        tuned: &TuningSummary,
+        progress: &mut dyn Progress,
+    ) -> Result<StageRecord<CvSummary>, TrainError> {
+        let config = self.preset.cross_validation(tuned);
+        stage(
+            &self.context,
+            (4, "cross_validation"),
+            &config,
+            &[],
+            progress,
+            |p| {
+                let file = self.paths.out.join("cross_validation").join("folds.jsonl");
+                let images = config.images(&self.data.train);
+                cv_stage::run(&images, &config, Some(&file), self.device, p)
+            },
+        )
+    }
+
+    fn transfer(
+        &self,
+        index: usize,
+        architecture: Architecture,
+        progress: &mut dyn Progress,
+    ) -> Result<StageRecord<Vec<TransferOutcome>>, TrainError> {
+        let config = self.preset.transfer(architecture);
+        let weights = WeightsChoice::ImageNet {
+            dir: self.paths.weights_dir.clone(),
+            python: self.paths.python.clone(),
+        };
+        let backbone =
+            transfer_stage::backbone(architecture, &weights, self.preset.seed, progress)?;
+        let key = TransferStageKey {
+            stage: &config,
+            weights: &backbone.weights,
+        };
+        let out_dir = self.paths.out.join(architecture.name());
+        let paths = TransferPaths {
+            out_dir: &out_dir,
+            cache_dir: Some(&self.paths.feature_cache),
+        };
+        let data = self.data;
+        stage(
+            &self.context,
+            (index, architecture.name()),
+            &key,
+            &[],
+            progress,
+            |p| {
+                transfer_stage::run(
+                    &data.train,
+                    data.test.as_ref(),
+                    &backbone,
+                    &config,
+                    paths,
+                    self.device,
+                    p,
+                )
+            },
+        )
+    }
+}
+
+/// Runs (or reuses) every stage on `device` and saves `results.json` in `paths.out`. Stages
+/// finished earlier are reused whatever device ran them (each stage records its device).
+pub fn run_study(
+    data: &FashionMnist,
+    preset: &StudyPreset,
+    paths: &StudyPaths,
+    device: DeviceChoice,
+    progress: &mut dyn Progress,
+) -> Result<StudyResults, TrainError> {
+    let described = device.describe()?;
+    let started = Instant::now();
+    let study = Study {
+        data,
+        preset,
+        paths,
+        device,
+        context: StageContext {
+            out: &paths.out,
+            device: &described,
+            data: RunKey::new()
+                .with("train_data", data.train.fingerprint())
+                .with("test_data", data.test.as_ref().map(|t| t.fingerprint())),
+            seed: preset.seed,
+        },
+    };
+    let data_config = DataStage {
+        train_images: data.train.len(),
+    };
+    let data_record = stage(
+        &study.context,
+        (1, "data"),
+        &data_config,
+        &[],
+        progress,
+        |_| data_checks(data),
+    )?;
+    let lenet5 = study.lenet5(progress)?;
+    let tuning = study.tuning(progress)?;
+    let cross_validation = study.cross_validation(&tuning.results, progress)?;
+    let vgg16 = study.transfer(5, Architecture::Vgg16, progress)?;
+    let resnet50 = study.transfer(6, Architecture::Resnet50, progress)?;
+
+    progress.on_stage_start(7, STAGES.len(), "comparison", false);
+    let results = StudyResults {
+        preset: preset.clone(),
+        data: data_record,
+        lenet5,
+        tuning,
+        cross_validation,
+        vgg16,
+        resnet50,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
+    let json = serde_json::to_string_pretty(&results).expect("plain data");
+    crate::fsutil::write_bytes_atomically(&paths.out.join("results.json"), json.as_bytes())?;
+    progress.on_stage_end("comparison", 0.0);
+    Ok(results)
+}
+
+/// Reads a study's `results.json`.
+pub fn load_results(path: &Path) -> Result<StudyResults, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(|e| crate::error::DataError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Results {
+        path: path.to_path_buf(),
+        message: format!("not a study results file: {e}"),
+    })
+}
+
+fn f4(v: f64) -> String {
+    format!("{v:.4}")
+}
+
+/// Seconds as "42 s" or "3.5 min".
+pub fn minutes(seconds: f64) -> String {
+    if seconds < 90.0 {
+        format!("{seconds:.0} s")
+    } else {
+        format!("{:.1} min", seconds / 60.0)
+    }
+}
+
+/// The walkthrough's comparison table, extended: test accuracy, parameters, training time and
+/// images/s, with the walkthrough's own numbers beside ours.
+pub fn comparison_table(results: &StudyResults) -> Table {
+    let mut table = Table::new(&[
+        "model",
+        "walkthrough val accuracy",
+        "walkthrough val loss",
+        "val accuracy",
+        "val loss",
+        "test accuracy",
+        "trainable params",
+        "time (transfer: incl. features)",
+        "training images/s",
+    ]);
+    let dash = || String::from("-");
+    for row in results.comparison() {
+        let (accuracy, loss) = match row.validation_std {
+            Some(sd) => (
+                format!("{:.4} +/- {:.4}", row.validation.accuracy, sd.accuracy),
+                format!("{:.4} +/- {:.4}", row.validation.loss, sd.loss),
+            ),
+            None => (f4(row.validation.accuracy), f4(row.validation.loss)),
+        };
+        table.push(vec![
+            row.model,
+            row.walkthrough.map_or_else(dash, |w| f4(w.accuracy)),
+            row.walkthrough.map_or_else(dash, |w| f4(w.loss)),
+            accuracy,
+            loss,
+            row.test_accuracy.map_or_else(dash, f4),
+            row.trainable_params.to_string(),
+            minutes(row.seconds),
+            row.training_images_per_second
+                .map_or_else(dash, |r| format!("{r:.0}")),
+        ]);
+    }
+    table
+}
+
+/// Validation accuracy of every model as a bar chart, the walkthrough's numbers beside ours.
+pub fn comparison_chart(
+    results: &StudyResults,
+) -> Result<crate::plots::Chart, crate::plots::PlotError> {
+    crate::plots::comparison_chart(&results.comparison())
+}
+
+impl<T> StageRecord<T> {
+    /// stage, device, version, seed, start, wall time.
+    fn summary_row(&self) -> Vec<String> {
+        vec![
+            self.stage.clone(),
+            self.device.clone(),
+            self.version.clone(),
+            self.seed.to_string(),
+            self.started_unix.to_string(),
+            minutes(self.wall_seconds),
+        ]
+    }
+}
+
+/// When, where and how long each stage ran.
+pub fn stages_table(results: &StudyResults) -> Table {
+    let mut table = Table::new(&[
+        "stage",
+        "device",
+        "version",
+        "seed",
+        "started (unix)",
+        "wall time",
+    ]);
+    table.push(results.data.summary_row());
+    table.push(results.lenet5.summary_row());
+    table.push(results.tuning.summary_row());
+    table.push(results.cross_validation.summary_row());
+    table.push(results.vgg16.summary_row());
+    table.push(results.resnet50.summary_row());
+    table
+}
