@@ -31,6 +31,20 @@ pub struct FoldRecord {
     pub seconds: f64,
 }
 
+impl std::fmt::Display for FoldRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "fold {}: val_accuracy {:.4}, val_loss {:.4}, {} epochs in {:.0} s",
+            self.fold,
+            self.val_accuracy,
+            self.val_loss,
+            self.history.epochs.len(),
+            self.seconds
+        )
+    }
+}
+
 /// Settings of a cross-validation run.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CvConfig {
@@ -186,7 +200,7 @@ pub fn cross_validate<D: ModelDevice>(
         if let Some(log) = &log {
             log.append(&record)?;
         }
-        progress.on_fold(&record);
+        progress.on_message(&record.to_string());
         results.folds.push(record);
     }
     Ok(results)

@@ -107,8 +107,9 @@ pub enum TrainError {
     /// The worker threads (rayon) could not be started.
     #[error("starting worker threads: {0}")]
     Threads(String),
+    /// A chart could not be drawn (`plots::PlotError`).
     #[error("drawing a chart: {0}")]
-    Chart(#[from] crate::plots::PlotError),
+    Chart(#[from] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<crate::ops::DeviceError> for TrainError {

@@ -10,11 +10,12 @@ pub mod notebook;
 pub mod ops;
 pub mod pipeline;
 pub mod plots;
-pub mod progress;
 pub mod report;
 pub mod resume;
 pub mod study;
 pub mod training;
+// The one progress interface lives with training (the lowest layer that reports progress).
+pub use training::progress;
 pub mod transfer;
 pub mod tuning;
 

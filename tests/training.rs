@@ -263,3 +263,92 @@ fn an_exploding_finite_loss_stops_training_like_nan() {
         "{err}"
     );
 }
+
+/// A head without dropout trained by the generic `fit` (dfdx's autograd and Adam, the
+/// composite ops) and by the CPU fast path (`fit_head`) from the same weights on the same
+/// data order: the same run, up to float rounding.
+#[test]
+fn the_fast_head_path_trains_like_the_generic_one() {
+    use fashion_mnist::models::{DenseHead, HeadConfig, HeadLayer};
+    let mut rng_values = 0u64;
+    let mut next = || {
+        rng_values = rng_values
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((rng_values >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    };
+    let features = 24;
+    let make = |n: usize, next: &mut dyn FnMut() -> f32| Prepared {
+        pixels: (0..n * features).map(|_| next()).collect(),
+        labels: (0..n).map(|i| (i % 10) as u8).collect(),
+    };
+    let (train, validation) = (make(300, &mut next), make(60, &mut next));
+    let config = HeadConfig {
+        name: "test_head".into(),
+        features,
+        layers: vec![
+            HeadLayer::Dense(40),
+            HeadLayer::Dense(30),
+            HeadLayer::Dense(10),
+        ],
+    };
+    let train_config = TrainConfig {
+        epochs: 3,
+        batch_size: 32,
+        ..TrainConfig::default()
+    };
+    let cpu = Cpu::default();
+    let mut fast = DenseHead::new(&cpu, config.clone(), 5);
+    let mut generic = fast.clone();
+    let fast_history = training::fit_head(
+        &mut fast,
+        &train,
+        Some(&validation),
+        &train_config,
+        &mut Silent,
+    )
+    .unwrap();
+    let generic_history = training::fit(
+        &mut generic,
+        &train,
+        Some(&validation),
+        &train_config,
+        &mut Silent,
+    )
+    .unwrap();
+    for (a, b) in fast_history.epochs.iter().zip(&generic_history.epochs) {
+        assert!(
+            (a.loss - b.loss).abs() < 1e-4,
+            "loss {} vs {}",
+            a.loss,
+            b.loss
+        );
+        assert!(
+            (a.val_loss.unwrap() - b.val_loss.unwrap()).abs() < 1e-4,
+            "{a:?} vs {b:?}"
+        );
+        assert_eq!(a.accuracy, b.accuracy, "{a:?} vs {b:?}");
+    }
+    let (fast_weights, generic_weights) = (values(&fast), values(&generic));
+    let worst = fast_weights
+        .iter()
+        .zip(&generic_weights)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "weights differ by up to {worst}");
+}
+
+/// Every parameter value of a model, in visiting order.
+fn values<M: Parameters<Device = Cpu>>(model: &M) -> Vec<f32> {
+    struct Collect(Vec<f32>);
+    impl ParamVisitor<Cpu> for Collect {
+        type Error = std::convert::Infallible;
+        fn visit<S: Shape>(&mut self, _: &str, t: &Tensor<S, f32, Cpu>) -> Result<(), Self::Error> {
+            self.0.extend(t.as_vec());
+            Ok(())
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    let Ok(()) = model.visit_params(&mut collect);
+    collect.0
+}

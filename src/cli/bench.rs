@@ -21,17 +21,18 @@ use super::common::{parse_architecture, DataSource};
 pub struct BenchArgs {
     #[command(flatten)]
     source: DataSource,
-    /// Training images per epoch (the walkthrough's 80% split: 48,000)
+    /// Training images per epoch (the walkthrough's 80% split: 48,000); with --backbone or
+    /// --all also the number of cached vectors a head epoch trains on
     #[arg(long, default_value_t = 48_000)]
-    images: usize,
+    pub images: usize,
     #[arg(long, default_value_t = 32)]
-    batch_size: usize,
+    pub batch_size: usize,
     /// Epochs to time (the first includes warm-up)
     #[arg(long, default_value_t = 2)]
-    epochs: usize,
+    pub epochs: usize,
     /// Python with TensorFlow: also time the walkthrough's Keras code on the same machine
     #[arg(long, value_name = "PYTHON")]
-    keras: Option<PathBuf>,
+    pub keras: Option<PathBuf>,
     /// Python with PyTorch: also time the same LeNet-5 in PyTorch eager mode on the same device
     /// (scripts/torch_lenet5_bench.py)
     #[arg(long, value_name = "PYTHON")]
@@ -40,16 +41,24 @@ pub struct BenchArgs {
     /// epochs on cached features
     #[arg(long, value_name = "vgg16|resnet50")]
     backbone: Option<String>,
-    /// Images to extract features from (with --backbone): training images, then test images (70,000 in all)
+    /// Images to extract features from (with --backbone or --all): training images, then test
+    /// images (70,000 in all)
     #[arg(long, default_value_t = 2000)]
-    extract_images: usize,
+    pub extract_images: usize,
+    /// Every workload in one run (LeNet-5 epochs, VGG-16 and ResNet-50 extraction, VGG-16 head
+    /// epochs), with ratios to Keras (--keras) and GFLOP/s, written as a markdown table
+    #[arg(long, conflicts_with_all = ["backbone", "torch"])]
+    all: bool,
+    /// With --all: where the table goes
+    #[arg(long, value_name = "FILE", default_value = "benchmarks/cpu.md")]
+    write: PathBuf,
 }
 
 /// One measured row: who, what, value.
-struct Row {
-    system: String,
-    what: String,
-    value: f64,
+pub struct Row {
+    pub system: String,
+    pub what: String,
+    pub value: f64,
 }
 
 pub fn run(args: BenchArgs, device: DeviceChoice) -> Result<()> {
@@ -57,6 +66,9 @@ pub fn run(args: BenchArgs, device: DeviceChoice) -> Result<()> {
         return run_transfer_bench(&args, parse_architecture(backbone)?, device);
     }
     let loaded = args.source.load()?;
+    if args.all {
+        return super::bench_all::run_all(&args, &loaded, device, &args.write);
+    }
     if loaded.train.len() < args.images {
         bail!(
             "--images {} is more than the {} training images",
@@ -85,7 +97,7 @@ pub fn run(args: BenchArgs, device: DeviceChoice) -> Result<()> {
 }
 
 /// Our LeNet-5 epochs on the walkthrough's training split (the first `--images` of it).
-fn lenet5_epochs(
+pub(super) fn lenet5_epochs(
     args: &BenchArgs,
     loaded: &FashionMnist,
     device: DeviceChoice,
@@ -130,7 +142,11 @@ fn lenet5_epochs(
 }
 
 /// The Keras and PyTorch LeNet-5 epochs, when asked for.
-fn peer_rows(args: &BenchArgs, loaded: &FashionMnist, device: DeviceChoice) -> Result<Vec<Row>> {
+pub(super) fn peer_rows(
+    args: &BenchArgs,
+    loaded: &FashionMnist,
+    device: DeviceChoice,
+) -> Result<Vec<Row>> {
     let data_dir = loaded
         .located
         .train
@@ -273,7 +289,7 @@ fn run_transfer_bench(
 
 /// Our extraction rate over the `n` images of `pool` (random weights: the speed does not
 /// depend on their values), after one untimed batch.
-fn extraction_row(
+pub(super) fn extraction_row(
     pool: &[u8],
     n: usize,
     architecture: Architecture,
@@ -309,7 +325,7 @@ fn extraction_row(
 }
 
 /// VGG-16 head epochs on `--images` synthetic 512-value feature vectors.
-fn head_rows(args: &BenchArgs, device: DeviceChoice, system: &str) -> Result<Vec<Row>> {
+pub(super) fn head_rows(args: &BenchArgs, device: DeviceChoice, system: &str) -> Result<Vec<Row>> {
     let vectors = args.images;
     let features = Prepared {
         pixels: (0..vectors * 512)
@@ -328,7 +344,7 @@ fn head_rows(args: &BenchArgs, device: DeviceChoice, system: &str) -> Result<Vec
     );
     let history = fashion_mnist::on_device!(device, d => {
         let mut head = DenseHead::new(d, HeadConfig::walkthrough_vgg16(512), 0);
-        training::fit(&mut head, &features, None, &config, &mut training::Silent)?
+        training::fit_head(&mut head, &features, None, &config, &mut training::Silent)?
     })?;
     Ok(history
         .epochs
@@ -345,7 +361,7 @@ fn head_rows(args: &BenchArgs, device: DeviceChoice, system: &str) -> Result<Vec
 }
 
 /// The same extraction and head epochs in Keras (scripts/keras_transfer_bench.py).
-fn keras_transfer_rows(
+pub(super) fn keras_transfer_rows(
     python: &Path,
     args: &BenchArgs,
     architecture: Architecture,

@@ -3,6 +3,7 @@
 //! work itself is in `fashion_mnist::pipeline`.
 
 pub mod bench;
+pub mod bench_all;
 pub mod common;
 pub mod cv;
 pub mod data;

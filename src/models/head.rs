@@ -124,6 +124,31 @@ impl<D: ModelDevice> DenseHead<D> {
     }
 }
 
+impl DenseHead<Cpu> {
+    /// Every dense layer's weight (inputs x units, row-major) and bias, with its sizes.
+    pub(crate) fn dense_values(&self) -> Vec<(Vec<f32>, Vec<f32>, usize, usize)> {
+        self.dense
+            .iter()
+            .map(|p| {
+                let (inputs, units) = *p.weight.shape();
+                (p.weight.as_vec(), p.bias.as_vec(), inputs, units)
+            })
+            .collect()
+    }
+
+    /// Replaces every dense layer's weight and bias (in the order of [`Self::dense_values`]).
+    pub(crate) fn set_dense_values<'a>(
+        &mut self,
+        values: impl Iterator<Item = (&'a [f32], &'a [f32])>,
+    ) {
+        for (p, (weight, bias)) in self.dense.iter_mut().zip(values) {
+            let device = p.weight.device().clone();
+            p.weight = device.tensor_from_vec(weight.to_vec(), *p.weight.shape());
+            p.bias = device.tensor_from_vec(bias.to_vec(), *p.bias.shape());
+        }
+    }
+}
+
 impl<D: ModelDevice> Parameters for DenseHead<D> {
     type Device = D;
 

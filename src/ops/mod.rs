@@ -22,6 +22,7 @@ pub use device::cuda_device;
 #[doc(hidden)]
 pub use device::no_cuda_in_this_build;
 pub use device::{cpu_ops, set_cpu_ops, CpuOps, DeviceChoice, DeviceError, ModelDevice};
+pub use matmul::{par_matmul_by_columns, MatRef};
 pub use pool::{cpu_max_pool2d, Pool2dGeometry};
 
 use dfdx::prelude::*;

@@ -1,7 +1,7 @@
 //! The study's stages, one function each: LeNet-5 training and evaluation ([`lenet5`]), the
 //! hyperparameter search ([`tuning`]), cross-validation ([`cv`]), transfer learning
 //! ([`transfer`]) and the comparison ([`comparison`]). Each takes a typed, serializable config
-//! and returns typed results; the CLI, [`crate::study`] and [`crate::notebook`] only build
+//! and returns typed results; the CLI, `study` and `notebook` (the front ends) only build
 //! configs and present results. A config is what a front end saves next to its results, and
 //! (with the data's fingerprint) what decides whether saved results are reused.
 

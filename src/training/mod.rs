@@ -3,16 +3,18 @@
 //! and evaluation with a confusion matrix and per-class metrics.
 
 pub mod checkpoint;
+mod head_fit;
 mod history;
 pub mod metrics;
 mod optim;
+pub mod progress;
 
 pub use history::{EpochRecord, History};
 pub use metrics::{ClassificationReport, ConfusionMatrix};
 pub use optim::Adam;
 
-// The progress interface training reports through (re-exported where training is used).
-pub use crate::progress::{EpochLines, Progress, Silent};
+// The progress interface training reports through.
+pub use progress::{EpochLines, Progress, Silent};
 
 use std::time::Instant;
 
@@ -213,6 +215,30 @@ pub(crate) fn on_device_threads<D: ModelDevice, R>(work: impl FnOnce() -> R) -> 
     .0
 }
 
+/// Trains a dense head on cached feature vectors: [`fit`], on the CPU's fast path (see
+/// `head_fit`) when the head lives on the CPU with the custom ops.
+pub fn fit_head<D: ModelDevice>(
+    head: &mut crate::models::DenseHead<D>,
+    train: &Prepared,
+    validation: Option<&Prepared>,
+    config: &TrainConfig,
+    progress: &mut dyn Progress,
+) -> Result<History, TrainError> {
+    let custom = crate::ops::cpu_ops() == crate::ops::CpuOps::Custom;
+    let any: &mut dyn std::any::Any = head;
+    match any.downcast_mut::<crate::models::DenseHead<Cpu>>() {
+        Some(cpu_head) if custom => {
+            head_fit::fit_head(cpu_head, train, validation, config, progress)
+        }
+        _ => {
+            let head = any
+                .downcast_mut::<crate::models::DenseHead<D>>()
+                .expect("the head's own type");
+            fit(head, train, validation, config, progress)
+        }
+    }
+}
+
 /// Trains `model` in place and returns its history. With early stopping that restores the best
 /// weights, `model` ends with the best epoch's weights.
 pub fn fit<M: ImageClassifier>(
@@ -292,7 +318,7 @@ fn fit_here<M: ImageClassifier>(
     let mut optimizer = Adam::new(config.learning_rate);
     let steps = train.len().div_ceil(config.batch_size);
     let mut history = History::default();
-    let mut best: Option<(f64, usize, M)> = None;
+    let mut stopper = EarlyStopper::default();
     let mut first_loss: Option<f32> = None;
 
     for epoch in 1..=config.epochs {
@@ -317,16 +343,7 @@ fn fit_here<M: ImageClassifier>(
             let logit_values = logits.as_vec();
             let loss = cross_entropy_with_logits_loss(logits, targets);
             let loss_value = loss.as_vec()[0];
-            let reference = *first_loss.get_or_insert(loss_value);
-            let limit = EXPLODED_LOSS_FACTOR * reference.max(std::f32::consts::LN_10);
-            if !loss_value.is_finite() || loss_value > limit {
-                return Err(TrainError::Diverged {
-                    epoch,
-                    step: step + 1,
-                    value: loss_value,
-                    learning_rate: config.learning_rate,
-                });
-            }
+            check_loss(&mut first_loss, loss_value, (epoch, step + 1), config)?;
             let mut grads = loss.backward();
             optimizer
                 .update(model, &mut grads)
@@ -353,50 +370,119 @@ fn fit_here<M: ImageClassifier>(
                 learning_rate: config.learning_rate,
             });
         }
-        let (val_loss, val_accuracy) = match validation {
-            Some(v) => {
-                let e = evaluate(model, v, 1000)?;
-                (Some(e.loss), Some(e.accuracy))
-            }
-            None => (None, None),
-        };
-        let record = EpochRecord {
-            epoch,
-            loss: loss_sum / seen as f64,
-            accuracy: correct as f64 / seen as f64,
-            val_loss,
-            val_accuracy,
-            seconds: started.elapsed().as_secs_f64(),
-        };
+        let scores = validation.map(|v| evaluate(model, v, 1000)).transpose()?;
+        let record = EpochRecord::of(epoch, (loss_sum, correct, seen), scores.as_ref(), started);
         progress.on_epoch_end(&record);
         history.epochs.push(record.clone());
-
-        if let Some(stopping) = &config.early_stopping {
-            let value = stopping.monitor.value(&record);
-            let improved = best
-                .as_ref()
-                .is_none_or(|(best_value, _, _)| value < best_value - stopping.min_delta);
-            if improved {
-                best = Some((value, epoch, model.clone()));
-            }
-            let best_epoch = best.as_ref().map_or(epoch, |b| b.1);
-            if epoch - best_epoch >= stopping.patience && epoch < config.epochs {
-                history.stopped_early = true;
-                break;
-            }
+        if stopper.after_epoch(config, &record, || model.clone(), &mut history) {
+            break;
         }
     }
-    if let (Some(stopping), Some((_, best_epoch, best_model))) = (&config.early_stopping, best) {
+    stopper.finish(config, &mut history, progress, |best| *model = best);
+    Ok(history)
+}
+
+/// Stops a run whose batch loss is NaN or infinite, or exploded: above
+/// [`EXPLODED_LOSS_FACTOR`] times the run's first loss (or chance level's, if larger).
+pub(crate) fn check_loss(
+    first_loss: &mut Option<f32>,
+    loss: f32,
+    (epoch, step): (usize, usize),
+    config: &TrainConfig,
+) -> Result<(), TrainError> {
+    let reference = *first_loss.get_or_insert(loss);
+    let limit = EXPLODED_LOSS_FACTOR * reference.max(std::f32::consts::LN_10);
+    if loss.is_finite() && loss <= limit {
+        return Ok(());
+    }
+    Err(TrainError::Diverged {
+        epoch,
+        step,
+        value: loss,
+        learning_rate: config.learning_rate,
+    })
+}
+
+/// Early stopping's bookkeeping, shared by [`fit`] and the head fast path: the best epoch so
+/// far with a snapshot of the weights (in whatever form the trainer keeps them).
+pub(crate) struct EarlyStopper<S> {
+    best: Option<(f64, usize, S)>,
+}
+
+impl<S> Default for EarlyStopper<S> {
+    fn default() -> Self {
+        EarlyStopper { best: None }
+    }
+}
+
+impl<S> EarlyStopper<S> {
+    /// Takes note of an epoch (a `snapshot` when it is the best so far); true when training
+    /// stops here.
+    pub(crate) fn after_epoch(
+        &mut self,
+        config: &TrainConfig,
+        record: &EpochRecord,
+        snapshot: impl FnOnce() -> S,
+        history: &mut History,
+    ) -> bool {
+        let Some(stopping) = &config.early_stopping else {
+            return false;
+        };
+        let value = stopping.monitor.value(record);
+        let improved = self
+            .best
+            .as_ref()
+            .is_none_or(|(best_value, _, _)| value < best_value - stopping.min_delta);
+        if improved {
+            self.best = Some((value, record.epoch, snapshot()));
+        }
+        let best_epoch = self.best.as_ref().map_or(record.epoch, |b| b.1);
+        let stop = record.epoch - best_epoch >= stopping.patience && record.epoch < config.epochs;
+        history.stopped_early |= stop;
+        stop
+    }
+
+    /// After the last epoch: records the best epoch and, when asked to, `restore`s its weights.
+    pub(crate) fn finish(
+        self,
+        config: &TrainConfig,
+        history: &mut History,
+        progress: &mut dyn Progress,
+        restore: impl FnOnce(S),
+    ) {
+        let (Some(stopping), Some((_, best_epoch, best))) = (&config.early_stopping, self.best)
+        else {
+            return;
+        };
         history.best_epoch = Some(best_epoch);
         if stopping.restore_best_weights && best_epoch != history.epochs.len() {
-            *model = best_model;
+            restore(best);
             history.restored_best = true;
         }
         if history.stopped_early {
             progress.on_early_stop(best_epoch, history.restored_best);
         }
     }
-    Ok(history)
+}
+
+impl EpochRecord {
+    /// The record of `epoch` from the running sums (loss, correct, images seen) and the
+    /// validation scores.
+    pub(crate) fn of(
+        epoch: usize,
+        (loss_sum, correct, seen): (f64, usize, usize),
+        validation: Option<&Evaluation>,
+        started: Instant,
+    ) -> Self {
+        EpochRecord {
+            epoch,
+            loss: loss_sum / seen as f64,
+            accuracy: correct as f64 / seen as f64,
+            val_loss: validation.map(|e| e.loss),
+            val_accuracy: validation.map(|e| e.accuracy),
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
 }
 
 struct Refresh;

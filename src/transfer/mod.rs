@@ -417,7 +417,7 @@ fn run_transfer_keyed<D: ModelDevice>(
         config.head.epochs,
         train.len()
     ));
-    let history = training::fit(&mut head, &train, Some(&validation), &config.head, progress)?;
+    let history = training::fit_head(&mut head, &train, Some(&validation), &config.head, progress)?;
     let head_outcome = stage_outcome(&head, history, &validation, test_features.as_ref())?;
     let recompute_epoch_seconds = extraction[0]
         .1

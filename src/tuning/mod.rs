@@ -359,7 +359,7 @@ fn run_trials(
             seconds: started.elapsed().as_secs_f64(),
         };
         log.append(&record)?;
-        progress.with(|p| p.on_trial(&record));
+        progress.with(|p| p.on_message(&record.to_string()));
         Ok(record)
     };
     let parallel = options.parallel_trials.min(runner.max_parallel_trials());

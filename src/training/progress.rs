@@ -1,10 +1,10 @@
 //! The one progress interface: training, feature extraction, trials, folds and the study's
 //! stages all report through [`Progress`]. The CLI draws bars (indicatif), the notebooks print
 //! a line per epoch ([`EpochLines`]), tests stay [`Silent`]. Every method defaults to nothing.
+//! It lives in `training` (re-exported as `crate::progress`) and knows nothing of the modules
+//! above that report through it.
 
-use crate::cross_validation::FoldRecord;
-use crate::training::EpochRecord;
-use crate::tuning::TrialRecord;
+use super::EpochRecord;
 
 /// Receives progress while the library works. Implementations must not write results to
 /// stdout on the CLI's behalf: progress is for people watching.
@@ -17,26 +17,12 @@ pub trait Progress: Send {
     fn on_early_stop(&mut self, _best_epoch: usize, _restored: bool) {}
     /// `done` of `total` images through a frozen backbone.
     fn on_extraction(&mut self, _done: usize, _total: usize) {}
-    /// A search's trial finished (trials may finish on several threads, one call at a time).
-    fn on_trial(&mut self, record: &TrialRecord) {
-        self.on_message(&record.to_string());
-    }
-    /// A cross-validation fold finished.
-    fn on_fold(&mut self, record: &FoldRecord) {
-        self.on_message(&format!(
-            "fold {}: val_accuracy {:.4}, val_loss {:.4}, {} epochs in {:.0} s",
-            record.fold,
-            record.val_accuracy,
-            record.val_loss,
-            record.history.epochs.len(),
-            record.seconds
-        ));
-    }
     /// A stage of the study begins (`index` of `count`, 1-based); `reused`: its results come
     /// from an earlier run.
     fn on_stage_start(&mut self, _index: usize, _count: usize, _name: &str, _reused: bool) {}
     fn on_stage_end(&mut self, _name: &str, _seconds: f64) {}
-    /// A line worth showing: what runs now, a warning, a summary.
+    /// A line worth showing: what runs now, a finished trial or fold, a warning, a summary
+    /// (trials may finish on several threads; the calls come one at a time).
     fn on_message(&mut self, _message: &str) {}
 }
 
