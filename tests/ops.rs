@@ -290,3 +290,155 @@ fn max_pool2d_matches_naive_reference() {
         );
     }
 }
+
+/// Training-mode batch normalization and the gradients of `sum(y * upstream)`, in f64.
+#[allow(clippy::type_complexity)]
+fn naive_batch_norm(
+    (b, c, plane): (usize, usize, usize),
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    upstream: &[f32],
+    epsilon: f64,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    let index = |n: usize, ch: usize, p: usize| (n * c + ch) * plane + p;
+    let count = (b * plane) as f64;
+    let (mut y, mut dx) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    let (mut dgamma, mut dbeta, mut variances) = (vec![0.0; c], vec![0.0; c], vec![0.0; c]);
+    for ch in 0..c {
+        let values: Vec<(usize, f64)> = (0..b)
+            .flat_map(|n| (0..plane).map(move |p| index(n, ch, p)))
+            .map(|i| (i, x[i] as f64))
+            .collect();
+        let mean = values.iter().map(|v| v.1).sum::<f64>() / count;
+        let variance = values.iter().map(|v| (v.1 - mean).powi(2)).sum::<f64>() / count;
+        variances[ch] = variance;
+        let inv_std = 1.0 / (variance + epsilon).sqrt();
+        let g = gamma[ch] as f64;
+        for &(i, v) in &values {
+            let n = (v - mean) * inv_std;
+            y[i] = g * n + beta[ch] as f64;
+            dgamma[ch] += upstream[i] as f64 * n;
+            dbeta[ch] += upstream[i] as f64;
+        }
+        // dL/dx_i = g * inv_std / N * (N dy_i - sum(dy) - n_i * sum(dy * n)).
+        for &(i, v) in &values {
+            let n = (v - mean) * inv_std;
+            dx[i] = g * inv_std / count * (count * upstream[i] as f64 - dbeta[ch] - n * dgamma[ch]);
+        }
+    }
+    (y, dx, dgamma, dbeta, variances)
+}
+
+#[test]
+fn batch_norm_in_training_mode_matches_a_naive_reference() {
+    use fashion_mnist::ops::cpu_batch_norm2d;
+    let dev = Cpu::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for (b, c, h, w) in [(2, 3, 4, 5), (1, 2, 1, 1), (8, 4, 3, 3)] {
+        let x_data: Vec<f32> = random(&mut rng, b * c * h * w)
+            .iter()
+            .map(|v| 3.0 * v + 1.0)
+            .collect();
+        let gamma_data = random(&mut rng, c);
+        let beta_data = random(&mut rng, c);
+        let upstream_data = random(&mut rng, b * c * h * w);
+        let x: Tensor4 = dev.tensor_from_vec(x_data.clone(), (b, c, h, w));
+        let gamma: Tensor1 = dev.tensor_from_vec(gamma_data.clone(), (c,));
+        let beta: Tensor1 = dev.tensor_from_vec(beta_data.clone(), (c,));
+        let (y, stats) = cpu_batch_norm2d(x.leaky_trace(), &gamma, &beta, 1e-3);
+        let upstream: Tensor4 = dev.tensor_from_vec(upstream_data.clone(), (b, c, h, w));
+        let values = y.as_vec();
+        let grads = (y * upstream).sum().backward();
+        let (r_y, r_dx, r_dg, r_db, r_var) = naive_batch_norm(
+            (b, c, h * w),
+            &x_data,
+            &gamma_data,
+            &beta_data,
+            &upstream_data,
+            1e-3,
+        );
+        let tag = format!("{b}x{c}x{h}x{w}");
+        assert_close(&format!("{tag} output"), &values, &r_y, 1e-5);
+        assert_close(
+            &format!("{tag} d_input"),
+            &grads.get(&x).as_vec(),
+            &r_dx,
+            1e-4,
+        );
+        assert_close(
+            &format!("{tag} d_gamma"),
+            &grads.get(&gamma).as_vec(),
+            &r_dg,
+            1e-5,
+        );
+        assert_close(
+            &format!("{tag} d_beta"),
+            &grads.get(&beta).as_vec(),
+            &r_db,
+            1e-5,
+        );
+        assert_close(&format!("{tag} variance"), &stats.variance, &r_var, 1e-5);
+    }
+}
+
+#[test]
+fn batch_norm_matches_keras_forward_backward_and_running_averages() {
+    use fashion_mnist::ops::{cpu_batch_norm2d, update_moving_statistics};
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/reference/batch_norm_keras.json"
+    );
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let floats = |name: &str| -> Vec<f32> {
+        reference[name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let wide = |name: &str| -> Vec<f64> { floats(name).iter().map(|&v| v as f64).collect() };
+    let shape: Vec<usize> = reference["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let shape = (shape[0], shape[1], shape[2], shape[3]);
+    let dev = Cpu::default();
+    let x: Tensor4 = dev.tensor_from_vec(floats("x"), shape);
+    let gamma: Tensor1 = dev.tensor_from_vec(floats("gamma"), (shape.1,));
+    let beta: Tensor1 = dev.tensor_from_vec(floats("beta"), (shape.1,));
+    let epsilon = reference["epsilon"].as_f64().unwrap() as f32;
+    let (y, stats) = cpu_batch_norm2d(x.leaky_trace(), &gamma, &beta, epsilon);
+    let upstream: Tensor4 = dev.tensor_from_vec(floats("upstream"), shape);
+    let values = y.as_vec();
+    let grads = (y * upstream).sum().backward();
+    assert_close("keras y", &values, &wide("y"), 1e-5);
+    assert_close("keras dx", &grads.get(&x).as_vec(), &wide("dx"), 1e-4);
+    assert_close(
+        "keras dgamma",
+        &grads.get(&gamma).as_vec(),
+        &wide("dgamma"),
+        1e-5,
+    );
+    assert_close(
+        "keras dbeta",
+        &grads.get(&beta).as_vec(),
+        &wide("dbeta"),
+        1e-5,
+    );
+    // Keras starts from mean 0, variance 1.
+    let (mut mean, mut variance) = (vec![0.0f32; shape.1], vec![1.0f32; shape.1]);
+    let momentum = reference["momentum"].as_f64().unwrap() as f32;
+    update_moving_statistics(&mut mean, &mut variance, &stats, momentum);
+    assert_close("keras moving_mean", &mean, &wide("moving_mean"), 1e-5);
+    assert_close(
+        "keras moving_variance",
+        &variance,
+        &wide("moving_variance"),
+        1e-5,
+    );
+}

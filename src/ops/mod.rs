@@ -10,12 +10,14 @@
 //! dfdx's public device-generic ops ([`composite`]). Tensors are (B, C, H, W) to callers on
 //! every device; [`ModelDevice`] picks the implementation.
 
+mod batch_norm;
 pub mod composite;
 mod conv;
 mod device;
 mod matmul;
 mod pool;
 
+pub use batch_norm::{cpu_batch_norm2d, update_moving_statistics, BatchStatistics};
 pub use conv::{cpu_conv2d, Conv2dGeometry, InputGrad};
 #[cfg(feature = "cuda")]
 pub use device::cuda_device;
