@@ -442,3 +442,49 @@ fn batch_norm_matches_keras_forward_backward_and_running_averages() {
         1e-5,
     );
 }
+
+/// The composition of dfdx ops GPUs run gives what the CPU op gives: values, statistics and
+/// gradients.
+#[test]
+fn batch_norm_composition_of_dfdx_ops_matches_the_cpu_op() {
+    use fashion_mnist::ops::{composite, cpu_batch_norm2d};
+    let dev = Cpu::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let shape = (3, 4, 5, 2);
+    let n = 3 * 4 * 5 * 2;
+    let x_data: Vec<f32> = random(&mut rng, n).iter().map(|v| 2.0 * v - 0.5).collect();
+    let (g_data, b_data, up_data) = (
+        random(&mut rng, 4),
+        random(&mut rng, 4),
+        random(&mut rng, n),
+    );
+    let run = |composite_ops: bool| {
+        let x: Tensor4 = dev.tensor_from_vec(x_data.clone(), shape);
+        let gamma: Tensor1 = dev.tensor_from_vec(g_data.clone(), (4,));
+        let beta: Tensor1 = dev.tensor_from_vec(b_data.clone(), (4,));
+        let (y, stats) = if composite_ops {
+            composite::batch_norm2d(x.leaky_trace(), &gamma, &beta, 1e-3)
+        } else {
+            cpu_batch_norm2d(x.leaky_trace(), &gamma, &beta, 1e-3)
+        };
+        let upstream: Tensor4 = dev.tensor_from_vec(up_data.clone(), shape);
+        let values = y.as_vec();
+        let grads = (y * upstream).sum().backward();
+        let g = |t: &Tensor1| grads.get(t).as_vec();
+        (values, stats, grads.get(&x).as_vec(), g(&gamma), g(&beta))
+    };
+    let (y, stats, dx, dg, db) = run(false);
+    let (cy, cstats, cdx, cdg, cdb) = run(true);
+    let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+    assert_close("composite output", &cy, &wide(&y), 1e-5);
+    assert_close("composite mean", &cstats.mean, &wide(&stats.mean), 1e-5);
+    assert_close(
+        "composite variance",
+        &cstats.variance,
+        &wide(&stats.variance),
+        1e-5,
+    );
+    assert_close("composite d_input", &cdx, &wide(&dx), 1e-4);
+    assert_close("composite d_gamma", &cdg, &wide(&dg), 1e-5);
+    assert_close("composite d_beta", &cdb, &wide(&db), 1e-5);
+}

@@ -299,3 +299,32 @@ pub fn add<D: Device<f32>>(
     let (_, c, h, w) = *a.shape();
     batch_first(batch_last(a) + batch_last(b), (c, h, w))
 }
+
+/// Training-mode batch normalization of `x` (B, C, H, W) from dfdx's ops (what GPUs run; see
+/// `cpu_batch_norm2d`), and the batch's statistics.
+pub fn batch_norm2d<D: Device<f32>, T: Tape<f32, D>>(
+    x: Tensor4<T, D>,
+    gamma: &Tensor1<NoneTape, D>,
+    beta: &Tensor1<NoneTape, D>,
+    epsilon: f32,
+) -> (Tensor4<T, D>, super::BatchStatistics) {
+    let (b, c, h, w) = *x.shape();
+    let n = h * w * b;
+    // One row per channel: (C, H*W*B).
+    let rows = batch_last(x).reshape_like(&(c, n));
+    let plain = rows.retaped::<NoneTape>();
+    let mean = plain.clone().mean::<(usize,), Axis<1>>();
+    let centered = plain - mean.clone().broadcast_like::<_, Axis<1>>(&(c, n));
+    let variance = centered.square().mean::<(usize,), Axis<1>>();
+    let statistics = super::BatchStatistics {
+        mean: mean.as_vec(),
+        variance: variance.as_vec(),
+    };
+    let y = rows.normalize::<Axis<1>>(epsilon as f64)
+        * gamma.retaped::<T>().broadcast_like::<_, Axis<1>>(&(c, n))
+        + beta.retaped::<T>().broadcast_like::<_, Axis<1>>(&(c, n));
+    (
+        batch_first(y.reshape_like(&(c * h * w, b)), (c, h, w)),
+        statistics,
+    )
+}

@@ -42,6 +42,17 @@ pub trait ModelDevice: Device<f32> + 'static {
         composite::flatten(x)
     }
 
+    /// Batch normalization in training mode, with the batch's statistics (see
+    /// [`super::cpu_batch_norm2d`]).
+    fn batch_norm2d<T: Tape<f32, Self>>(
+        x: Tensor4<T, Self>,
+        gamma: &Tensor1<NoneTape, Self>,
+        beta: &Tensor1<NoneTape, Self>,
+        epsilon: f32,
+    ) -> (Tensor4<T, Self>, super::BatchStatistics) {
+        composite::batch_norm2d(x, gamma, beta, epsilon)
+    }
+
     /// See [`super::add_activations`].
     fn add_activations(
         a: Tensor4<NoneTape, Self>,
@@ -137,6 +148,18 @@ impl ModelDevice for Cpu {
                 x.reshape_like(&(b, c * h * w))
             }
             CpuOps::Composite => composite::flatten(x),
+        }
+    }
+
+    fn batch_norm2d<T: Tape<f32, Self>>(
+        x: Tensor4<T, Self>,
+        gamma: &Tensor1,
+        beta: &Tensor1,
+        epsilon: f32,
+    ) -> (Tensor4<T, Self>, super::BatchStatistics) {
+        match cpu_ops() {
+            CpuOps::Custom => super::cpu_batch_norm2d(x, gamma, beta, epsilon),
+            CpuOps::Composite => composite::batch_norm2d(x, gamma, beta, epsilon),
         }
     }
 

@@ -51,6 +51,18 @@ pub fn conv2d<D: ModelDevice, T: Tape<f32, D>>(
     D::conv2d(x, weight, bias, stride, padding, input_grad)
 }
 
+/// Batch normalization in training mode of `x` (B, C, H, W): per channel, the batch's mean and
+/// biased variance normalize it, `gamma` and `beta` scale and shift it; with those statistics
+/// (for [`update_moving_statistics`]). On whichever device the tensors live.
+pub fn batch_norm2d<D: ModelDevice, T: Tape<f32, D>>(
+    x: Tensor4<T, D>,
+    gamma: &Tensor1<NoneTape, D>,
+    beta: &Tensor1<NoneTape, D>,
+    epsilon: f32,
+) -> (Tensor4<T, D>, BatchStatistics) {
+    D::batch_norm2d(x, gamma, beta, epsilon)
+}
+
 /// Max-pooling of `x` (B, C, H, W) with a square window, on whichever device `x` lives.
 pub fn max_pool2d<D: ModelDevice, T: Tape<f32, D>>(
     x: Tensor4<T, D>,
