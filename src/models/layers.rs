@@ -1,5 +1,6 @@
-//! Building blocks of the ImageNet backbones: a named convolution layer and a named batch
-//! normalization in inference mode, both with Keras' layer names so weights map one to one.
+//! Building blocks: a named convolution layer and a named batch normalization in inference
+//! mode (the ImageNet backbones, with Keras' layer names so weights map one to one), and a
+//! batch normalization that trains ([`BatchNorm2d`]).
 
 use dfdx::prelude::*;
 
@@ -107,16 +108,21 @@ impl<D: ModelDevice> BatchNorm<D> {
         4 * self.gamma.shape().0
     }
 
-    /// Folds this normalization into the convolution before it: one convolution computing
-    /// `bn(conv(x))`. Exact in real arithmetic; in f32 it differs by rounding only.
-    pub fn fold_into(&self, conv: &Conv<D>) -> Conv<D> {
-        let (gamma, beta) = (self.gamma.as_vec(), self.beta.as_vec());
-        let (mean, variance) = (self.moving_mean.as_vec(), self.moving_variance.as_vec());
-        let scale: Vec<f32> = gamma
+    /// `gamma / sqrt(moving_variance + epsilon)` per channel.
+    pub fn scales(&self) -> Vec<f32> {
+        let (gamma, variance) = (self.gamma.as_vec(), self.moving_variance.as_vec());
+        gamma
             .iter()
             .zip(&variance)
             .map(|(g, v)| g / (v + self.epsilon).sqrt())
-            .collect();
+            .collect()
+    }
+
+    /// Folds this normalization into the convolution before it: one convolution computing
+    /// `bn(conv(x))`. Exact in real arithmetic; in f32 it differs by rounding only.
+    pub fn fold_into(&self, conv: &Conv<D>) -> Conv<D> {
+        let (beta, mean) = (self.beta.as_vec(), self.moving_mean.as_vec());
+        let scale = self.scales();
         let mut kernel = conv.kernel.as_vec();
         let per_output = kernel.len() / scale.len();
         for (weights, s) in kernel.chunks_exact_mut(per_output).zip(&scale) {
@@ -157,5 +163,97 @@ impl<D: ModelDevice> BatchNorm<D> {
             &format!("{}.moving_variance", self.name),
             &mut self.moving_variance,
         )
+    }
+}
+
+/// Batch normalization that trains (Keras' `BatchNormalization`): with a tape, each channel is
+/// normalized by the batch's statistics and `gamma`/`beta` learn; the batch's statistics are
+/// kept until [`Self::apply_batch_statistics`] (called after each optimizer step through
+/// `ImageClassifier::after_step`) folds them into the running averages with `momentum`.
+/// Without a tape (evaluation, prediction) the running averages normalize.
+#[derive(Debug)]
+pub struct BatchNorm2d<D: ModelDevice = Cpu> {
+    /// gamma, beta, the running averages and epsilon (the inference-mode layer's fields).
+    pub norm: BatchNorm<D>,
+    pub momentum: f32,
+    /// The last training batch's statistics, not yet folded in.
+    pending: std::sync::Mutex<Option<crate::ops::BatchStatistics>>,
+}
+
+impl<D: ModelDevice> Clone for BatchNorm2d<D> {
+    fn clone(&self) -> Self {
+        BatchNorm2d {
+            norm: self.norm.clone(),
+            momentum: self.momentum,
+            pending: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl<D: ModelDevice> BatchNorm2d<D> {
+    /// Keras' defaults: gamma 1, beta 0, running mean 0 and variance 1, epsilon 1e-3,
+    /// momentum 0.99.
+    pub fn new(device: &D, name: impl Into<String>, channels: usize) -> Self {
+        BatchNorm2d {
+            norm: BatchNorm::new(device, name, channels, 1e-3),
+            momentum: 0.99,
+            pending: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn forward<T: Tape<f32, D>>(&self, x: Tensor4<T, D>) -> Tensor4<T, D> {
+        let n = &self.norm;
+        if T::OWNS_TAPE {
+            let (y, statistics) = crate::ops::batch_norm2d(x, &n.gamma, &n.beta, n.epsilon);
+            *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(statistics);
+            return y;
+        }
+        // Inference: one scale and shift per channel from the running averages.
+        let (beta, mean) = (n.beta.as_vec(), n.moving_mean.as_vec());
+        let scale = n.scales();
+        let shift: Vec<f32> = beta
+            .iter()
+            .zip(&mean)
+            .zip(&scale)
+            .map(|((b, m), s)| b - m * s)
+            .collect();
+        let shape = *x.shape();
+        let device = n.gamma.device();
+        let channels = (shape.1,);
+        let scale = device.tensor_from_vec(scale, channels);
+        let shift = device.tensor_from_vec(shift, channels);
+        x * scale.broadcast_like::<_, Axes3<0, 2, 3>>(&shape)
+            + shift.broadcast_like::<_, Axes3<0, 2, 3>>(&shape)
+    }
+
+    /// Folds the last training batch's statistics into the running averages (in place: the
+    /// tensors keep their ids, so an optimizer's state for them stays one entry).
+    pub fn apply_batch_statistics(&mut self) {
+        let Some(batch) = self
+            .pending
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let n = &mut self.norm;
+        let (mut mean, mut variance) = (n.moving_mean.as_vec(), n.moving_variance.as_vec());
+        crate::ops::update_moving_statistics(&mut mean, &mut variance, &batch, self.momentum);
+        n.moving_mean.copy_from(&mean);
+        n.moving_variance.copy_from(&variance);
+    }
+
+    /// gamma and beta (the running averages are not trained).
+    pub fn param_count(&self) -> usize {
+        2 * self.norm.gamma.shape().0
+    }
+
+    pub fn visit<V: ParamVisitor<D>>(&self, visitor: &mut V) -> Result<(), V::Error> {
+        self.norm.visit(visitor)
+    }
+
+    pub fn visit_mut<V: ParamVisitorMut<D>>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
+        self.norm.visit_mut(visitor)
     }
 }

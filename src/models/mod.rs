@@ -53,6 +53,9 @@ pub trait ImageClassifier: Parameters + Clone {
     fn param_count(&self) -> usize {
         self.summary().total_params()
     }
+    /// Called by `fit` after every optimizer step: layers that keep running statistics
+    /// (batch normalization) fold in the last training batch's. Nothing by default.
+    fn after_step(&mut self) {}
 }
 
 /// Sees each named parameter tensor of a model. (dfdx's own `TensorCollection` cannot describe

@@ -348,6 +348,7 @@ fn fit_here<M: ImageClassifier>(
             optimizer
                 .update(model, &mut grads)
                 .map_err(|e| TrainError::Device(e.to_string()))?;
+            model.after_step();
 
             loss_sum += loss_value as f64 * indices.len() as f64;
             seen += indices.len();
