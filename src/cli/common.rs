@@ -155,6 +155,24 @@ pub struct Optimizer {
     pub learning_rate: f64,
 }
 
+impl Optimizer {
+    /// The training settings of `epochs` epochs with these batch size and learning rate.
+    pub fn train_config(
+        &self,
+        epochs: usize,
+        seed: u64,
+        early_stopping: Option<fashion_mnist::training::EarlyStopping>,
+    ) -> fashion_mnist::training::TrainConfig {
+        fashion_mnist::training::TrainConfig {
+            epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate,
+            seed,
+            early_stopping,
+        }
+    }
+}
+
 /// The validation fraction (train, tune, transfer).
 #[derive(Args, Clone)]
 pub struct ValidationSplit {

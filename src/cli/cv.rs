@@ -10,7 +10,7 @@ use fashion_mnist::models::LeNet5Config;
 use fashion_mnist::ops::DeviceChoice;
 use fashion_mnist::pipeline::cv::{self, CvStage};
 use fashion_mnist::plots;
-use fashion_mnist::training::{EarlyStopping, TrainConfig};
+use fashion_mnist::training::EarlyStopping;
 use serde::Serialize;
 
 use super::common::{
@@ -75,13 +75,11 @@ fn stage_config(args: &CvArgs) -> Result<CvStage> {
             model: LeNet5Config {
                 dense1_units: args.dense_units,
             },
-            train: TrainConfig {
-                epochs: args.epochs,
-                batch_size: args.optimizer.batch_size,
-                learning_rate: args.optimizer.learning_rate,
-                seed: args.subset.seed,
-                early_stopping: args.early_stopping.map(EarlyStopping::new),
-            },
+            train: args.optimizer.train_config(
+                args.epochs,
+                args.subset.seed,
+                args.early_stopping.map(EarlyStopping::new),
+            ),
         },
         limit: args.subset.limit,
     };

@@ -13,7 +13,7 @@ use fashion_mnist::ops::DeviceChoice;
 use fashion_mnist::pipeline::lenet5::{self, LeNet5Outcome, LeNet5Stage};
 use fashion_mnist::pipeline::SplitConfig;
 use fashion_mnist::training::{
-    checkpoint, ClassificationReport, ConfusionMatrix, EarlyStopping, History, Monitor, TrainConfig,
+    checkpoint, ClassificationReport, ConfusionMatrix, EarlyStopping, History, Monitor,
 };
 use serde::Serialize;
 
@@ -115,19 +115,16 @@ fn stage_config(args: &TrainArgs) -> Result<LeNet5Stage> {
         usage!("--early-stopping needs validation images: a --validation-split above 0");
     }
     args.subset.check()?;
-    let train = TrainConfig {
-        epochs: args.epochs,
-        batch_size: args.optimizer.batch_size,
-        learning_rate: args.optimizer.learning_rate,
-        seed: args.subset.seed,
-        early_stopping: args.early_stopping.then(|| EarlyStopping {
-            monitor: match args.monitor {
-                MonitorArg::ValLoss => Monitor::ValLoss,
-                MonitorArg::ValAccuracy => Monitor::ValAccuracy,
-            },
-            ..EarlyStopping::new(args.patience)
-        }),
-    };
+    let stopping = args.early_stopping.then(|| EarlyStopping {
+        monitor: match args.monitor {
+            MonitorArg::ValLoss => Monitor::ValLoss,
+            MonitorArg::ValAccuracy => Monitor::ValAccuracy,
+        },
+        ..EarlyStopping::new(args.patience)
+    });
+    let train = args
+        .optimizer
+        .train_config(args.epochs, args.subset.seed, stopping);
     settings_ok(train.validate())?;
     let config = LeNet5Stage {
         model: LeNet5Config {

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use fashion_mnist::ops::DeviceChoice;
 use fashion_mnist::pipeline::transfer::{self, TransferPaths, TransferStage, WeightsChoice};
 use fashion_mnist::plots;
-use fashion_mnist::training::{EarlyStopping, TrainConfig};
+use fashion_mnist::training::EarlyStopping;
 use fashion_mnist::transfer::{
     result_file_name, results_table, weights, Architecture, FineTuneConfig, Preprocessing,
     TransferConfig, TransferOutcome,
@@ -102,15 +102,12 @@ struct TransferFile<'a> {
 fn stage_config(args: &TransferArgs, architecture: Architecture) -> Result<TransferStage> {
     check_validation_split(args.split.validation_split)?;
     args.subset.check()?;
-    let head = TrainConfig {
-        epochs: args.epochs,
-        batch_size: args.optimizer.batch_size,
-        learning_rate: args.optimizer.learning_rate,
-        seed: args.subset.seed,
-        early_stopping: args
-            .early_stopping
-            .then(|| EarlyStopping::new(args.patience)),
-    };
+    let stopping = args
+        .early_stopping
+        .then(|| EarlyStopping::new(args.patience));
+    let head = args
+        .optimizer
+        .train_config(args.epochs, args.subset.seed, stopping);
     settings_ok(head.validate())?;
     let rate = args.fine_tune_learning_rate;
     if args.fine_tune_epochs > 0 && !(rate.is_finite() && rate > 0.0) {
