@@ -53,12 +53,8 @@ pub fn use_device(name: &str) -> Result<DeviceChoice, DeviceError> {
     let choice: DeviceChoice = name.parse()?;
     choice.check()?;
     *DEVICE.lock().unwrap_or_else(|e| e.into_inner()) = Some(choice);
-    println!("device: {}", describe_device(choice)?);
+    println!("device: {}", choice.describe()?);
     Ok(choice)
-}
-
-fn describe_device(choice: DeviceChoice) -> Result<String, DeviceError> {
-    choice.describe()
 }
 
 /// Sizes the notebooks use, full or quick.

@@ -196,15 +196,15 @@ pub fn run(
     device: DeviceChoice,
     progress: &mut dyn Progress,
 ) -> Result<Vec<TransferOutcome>, TrainError> {
-    let test = match (test_set, config.test_limit) {
-        (Some(test), Some(n)) => Some(test.head(n)),
-        (test, None) => test.cloned(),
-        (None, _) => None,
-    };
+    // Only a limited test set is a new copy; the whole one is borrowed.
+    let limited = test_set
+        .zip(config.test_limit)
+        .map(|(test, n)| test.head(n));
+    let test = limited.as_ref().or(test_set);
     crate::on_device!(device, d => {
         let inputs = transfer::TransferInputs {
             train_set,
-            test_set: test.as_ref(),
+            test_set: test,
             backbone: &backbone.loaded,
             weights: &backbone.weights,
             cache_dir: paths.cache_dir,

@@ -13,7 +13,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::{check_loss, evaluate, EarlyStopper, EpochRecord, History, Progress, TrainConfig};
+use super::{
+    argmax, check_input, check_loss, evaluate, EarlyStopper, EpochRecord, History, Progress,
+    TrainConfig,
+};
 use crate::data::prepare::Prepared;
 use crate::data::NUM_CLASSES;
 use crate::error::TrainError;
@@ -115,10 +118,8 @@ fn forward(
     let last = layers.len() - 1;
     for (i, layer) in layers.iter().enumerate() {
         if i > 0 {
-            let (before, after) = buffers.outputs.split_at(i);
             buffers.inputs[i][..rows * layer.inputs]
-                .copy_from_slice(&before[i - 1][..rows * layer.inputs]);
-            let _ = after;
+                .copy_from_slice(&buffers.outputs[i - 1][..rows * layer.inputs]);
         }
         let rate = rates[i];
         if rate > 0.0 {
@@ -167,11 +168,7 @@ fn loss_and_delta(logits: &[f32], labels: &[u8], delta: &mut Vec<f32>) -> (f64, 
         let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
         let log_sum = sum.ln() + max;
         loss += (log_sum - row[label as usize]) as f64;
-        let best = row
-            .iter()
-            .enumerate()
-            .fold(0, |b, (i, v)| if *v > row[b] { i } else { b });
-        correct += usize::from(best == label as usize);
+        correct += usize::from(argmax(row) == label);
         for (j, (g, v)) in d.iter_mut().zip(row).enumerate() {
             let p = (v - log_sum).exp();
             *g = (p - f32::from(j == label as usize)) / rows as f32;
@@ -239,16 +236,7 @@ pub fn fit_head(
     config.validate_for(validation.is_some())?;
     let features = head.config.features;
     for data in std::iter::once(train).chain(validation) {
-        if data.pixels.len() != data.len() * features {
-            return Err(TrainError::Config {
-                name: "data".into(),
-                message: format!(
-                    "{} values for {} vectors, but the head takes {features} per vector",
-                    data.pixels.len(),
-                    data.len()
-                ),
-            });
-        }
+        check_input(head, data)?;
     }
     if train.is_empty() || validation.is_some_and(|v| v.is_empty()) {
         return Err(TrainError::Config {
