@@ -8,14 +8,14 @@ use clap::{Parser, Subcommand};
 use fashion_mnist::ops::DeviceChoice;
 
 use cli::common::{error_text, DeviceArg, UsageError};
-use cli::{bench, cv, data, eda, evaluate, report, train, transfer, tune, weights};
+use cli::{bench, cnn, cv, data, eda, evaluate, report, train, transfer, tune, weights};
 
 #[derive(Parser)]
 #[command(
     name = "fashion-mnist",
     version,
     about = "Fashion-MNIST classification in Rust: the Kaggle LeNet-5 study, reproduced with dfdx",
-    after_help = "Examples:\n  fashion-mnist data\n  fashion-mnist eda\n  fashion-mnist train --epochs 30 --early-stopping --out runs/lenet5\n  fashion-mnist evaluate --checkpoint runs/lenet5/model.safetensors\n  fashion-mnist predict --checkpoint runs/lenet5/model.safetensors shoe.jpg\n  fashion-mnist bench --keras /path/to/python3"
+    after_help = "Examples:\n  fashion-mnist data\n  fashion-mnist eda\n  fashion-mnist train --epochs 30 --early-stopping --out runs/lenet5\n  fashion-mnist cnn --out runs/modern-cnn\n  fashion-mnist evaluate --checkpoint runs/lenet5/model.safetensors\n  fashion-mnist predict --checkpoint runs/lenet5/model.safetensors shoe.jpg\n  fashion-mnist bench --keras /path/to/python3"
 )]
 struct Cli {
     /// Worker threads (default: all cores)
@@ -37,6 +37,8 @@ enum Command {
     Eda(eda::EdaArgs),
     /// Train LeNet-5 (or the modified LeNet-5) and evaluate it on the test set
     Train(train::TrainArgs),
+    /// Beyond the walkthrough: a modern CNN (BatchNorm, augmentation, cosine schedule) from scratch
+    Cnn(cnn::CnnArgs),
     /// Evaluate a checkpoint on the 10,000-image test set
     Evaluate(evaluate::EvaluateArgs),
     /// Classify pictures (PNG/JPEG) with a checkpoint: top-3 classes
@@ -86,6 +88,7 @@ fn main() {
             Command::Data(args) => data::run(args),
             Command::Eda(args) => eda::run(args),
             Command::Train(args) => train::run(args, device),
+            Command::Cnn(args) => cnn::run(args, device),
             Command::Evaluate(args) => evaluate::run_evaluate(args, device),
             Command::Predict(args) => evaluate::run_predict(args),
             Command::Tune(args) => tune::run(args, device),

@@ -22,7 +22,8 @@ use crate::tuning::{LeNet5Hyperparameters, SearchSpace, TuningResults};
 
 pub use crate::plots::{
     class_counts_chart, compare_runs_chart, confusion_chart, fold_curves, mean_image_heatmap,
-    misclassified_grid, samples_by_class, search_space_chart, transfer_curves, trial_scores_chart,
+    misclassified_grid, samples_by_class, search_space_chart, training_curves, transfer_curves,
+    trial_scores_chart,
 };
 pub use crate::tuning::compare_searches;
 
@@ -553,4 +554,199 @@ pub fn study_curves(results: &StudyResults) -> Result<Chart, PlotError> {
     }
     let named: Vec<(&str, &History)> = runs.iter().map(|(n, h)| (n.as_str(), *h)).collect();
     plots::compare_runs_chart(&named)
+}
+
+// Beyond the walkthrough (notebook 07)
+
+pub use crate::data::augment::{Augmentation, Transform};
+pub use crate::models::{ModernCnn, ModernCnnConfig};
+pub use crate::training::LearningRateSchedule;
+
+/// The first `images` training images (columns) and `variants` random augmentations of each
+/// (rows below the originals): example draws from `seed` of what training applies.
+pub fn augmentation_grid(
+    data: &FashionMnist,
+    augmentation: Augmentation,
+    images: usize,
+    variants: usize,
+    seed: u64,
+) -> Result<Chart, PlotError> {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let side = crate::data::IMAGE_SIDE;
+    let count = images.min(data.train.len());
+    let originals: Vec<Vec<f32>> = (0..count)
+        .map(|i| {
+            data.train.images[i * side * side..(i + 1) * side * side]
+                .iter()
+                .map(|&v| v as f32)
+                .collect()
+        })
+        .collect();
+    let (mut pictures, mut captions) = (Vec::new(), Vec::new());
+    for (i, image) in originals.iter().enumerate() {
+        pictures.push(image.iter().map(|&v| v as u8).collect());
+        captions.push(format!(
+            "{} (original)",
+            CLASS_NAMES[data.train.labels[i] as usize]
+        ));
+    }
+    let mut out = vec![0.0f32; side * side];
+    for _ in 0..variants {
+        for image in &originals {
+            let transform = augmentation.draw(&mut rng);
+            transform.apply(image, (1, side, side), &mut out);
+            pictures.push(out.iter().map(|&v| v as u8).collect());
+            captions.push(format!(
+                "dx {:+} dy {:+}{}",
+                transform.dx,
+                transform.dy,
+                if transform.flip { " flip" } else { "" }
+            ));
+        }
+    }
+    plots::image_grid(
+        "Training images (top row) and random shifts and flips of them",
+        &pictures,
+        side,
+        &captions,
+        count.max(1),
+    )
+}
+
+/// What batch normalization does, measured: the outputs of a fresh 3x3 convolution (8
+/// filters) on `images` training images, per channel, before and after normalizing with the
+/// batch's statistics (mean 0, standard deviation 1; gamma and beta then learn the scale and
+/// shift the network wants).
+pub fn batch_norm_table(data: &FashionMnist, images: usize) -> Table {
+    use dfdx::prelude::*;
+    use rand::SeedableRng;
+    let cpu = Cpu::default();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let conv = crate::models::layers::Conv::new(&cpu, &mut rng, "conv", (1, 8, 3), 1, 1);
+    let batch = Prepared::from_dataset(&data.train.head(images.max(2)));
+    let side = crate::data::IMAGE_SIDE;
+    let x = cpu.tensor_from_vec(batch.pixels.clone(), (batch.len(), 1, side, side));
+    let activations = conv.forward(x, crate::ops::InputGrad::Skip);
+    let channels = (8,);
+    let (gamma, beta) = (cpu.ones_like(&channels), cpu.zeros_like(&channels));
+    let (normalized, _) = crate::ops::batch_norm2d(activations.clone(), &gamma, &beta, 1e-3);
+    let stats = |values: Vec<f32>, c: usize| {
+        let plane = side * side;
+        let picked: Vec<f64> = values
+            .chunks_exact(plane)
+            .enumerate()
+            .filter(|(i, _)| i % 8 == c)
+            .flat_map(|(_, p)| p.iter().map(|&v| v as f64))
+            .collect();
+        let mean = picked.iter().sum::<f64>() / picked.len() as f64;
+        let var = picked.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / picked.len() as f64;
+        (mean, var.sqrt())
+    };
+    let (before, after) = (activations.as_vec(), normalized.as_vec());
+    let mut table = Table::new(&[
+        "channel",
+        "mean before",
+        "std before",
+        "mean after",
+        "std after",
+    ]);
+    for c in 0..8 {
+        let (m0, s0) = stats(before.clone(), c);
+        let (m1, s1) = stats(after.clone(), c);
+        table.push(vec![
+            c.to_string(),
+            format!("{m0:.4}"),
+            format!("{s0:.4}"),
+            format!("{m1:.4}"),
+            format!("{s1:.4}"),
+        ]);
+    }
+    table
+}
+
+/// The modern CNN's recipe as the study trains it (full or quick).
+pub fn modern_cnn_stage() -> crate::pipeline::modern_cnn::ModernCnnStage {
+    let preset = study_preset();
+    preset
+        .modern_cnn()
+        .unwrap_or_else(|| crate::pipeline::modern_cnn::ModernCnnStage::recommended(1, preset.seed))
+}
+
+fn study_preset() -> crate::study::StudyPreset {
+    if quick_mode() {
+        crate::study::StudyPreset::quick()
+    } else {
+        crate::study::StudyPreset::full()
+    }
+}
+
+/// Learning rate per step of a `schedule` over `epochs` epochs of `steps_per_epoch` steps.
+pub fn schedule_chart(
+    schedule: LearningRateSchedule,
+    peak: f64,
+    epochs: usize,
+    steps_per_epoch: usize,
+) -> Result<Chart, PlotError> {
+    let total = epochs * steps_per_epoch;
+    let points: Vec<(f64, f64)> = (0..total)
+        .map(|s| {
+            (
+                (s + 1) as f64 / steps_per_epoch.max(1) as f64,
+                schedule.rate(peak, s, total),
+            )
+        })
+        .collect();
+    plots::line_chart(
+        "Learning rate over training",
+        "epoch",
+        "learning rate",
+        &[plots::Series::new("learning rate", points)],
+    )
+}
+
+/// The modern CNN trained as the study trains it, or reused: from `runs/report/` when
+/// `fashion-mnist report` (or an earlier run of this cell) trained it with the same images and
+/// settings; in quick mode on a small subset in a temporary folder. Prints a line per epoch.
+pub fn train_modern_cnn(
+    data: &FashionMnist,
+) -> Result<(crate::study::ModelResults, ModernCnn), TrainError> {
+    let preset = study_preset();
+    let out = if quick_mode() {
+        results_file("report-quick", "")
+    } else {
+        Path::new("..").join("runs").join("report")
+    };
+    let (record, model) =
+        crate::study::run_modern_cnn_stage(data, &preset, &out, device(), &mut EpochLines)?
+            .ok_or_else(|| TrainError::Config {
+                name: "modern_cnn_epochs".into(),
+                message: "the preset trains no modern CNN".into(),
+            })?;
+    println!(
+        "{} epochs in {}; best validation epoch {:?}",
+        record.results.history.epochs.len(),
+        crate::study::minutes(record.results.train_seconds),
+        record.results.history.best_epoch
+    );
+    Ok((record.results, model))
+}
+
+/// Which won on the test images, from scratch or transfer learning, in one sentence.
+pub fn study_verdict(results: &StudyResults) -> String {
+    crate::study::verdict(&results.comparison())
+}
+
+/// Test accuracy of every model of the study against its trainable parameters and time.
+pub fn study_cost_chart(results: &StudyResults) -> Result<Chart, PlotError> {
+    plots::accuracy_vs_cost_chart(&results.comparison())
+}
+
+/// The confusion matrix of a trained model's test evaluation (None: no test images).
+pub fn modern_cnn_confusion(results: &crate::study::ModelResults) -> Result<Chart, PlotError> {
+    let confusion = results
+        .confusion
+        .as_ref()
+        .ok_or("the run has no test evaluation")?;
+    plots::confusion_matrix_chart(confusion, &CLASS_NAMES, "modern CNN on the test set")
 }

@@ -110,6 +110,77 @@ fn train_evaluate_predict_on_the_sample() {
 }
 
 #[test]
+fn cnn_trains_the_modern_cnn_and_evaluate_reads_its_checkpoint() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("cnn");
+    let args = [
+        "cnn",
+        "--data",
+        s.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--block-channels",
+        "8,16",
+        "--dense-units",
+        "32",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    let out = stdout_of(&args);
+    assert!(out.contains("Model: \"modern_cnn\""), "{out}");
+    assert!(out.contains("block2_bn2 (BatchNormalization)"), "{out}");
+    assert!(out.contains("best validation epoch: "), "{out}");
+    assert!(out.contains("test:       accuracy"), "{out}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("config.json")).unwrap())
+            .unwrap();
+    let train = &config["stage"]["train"];
+    assert_eq!(train["augmentation"]["max_shift"], 1);
+    assert_eq!(train["augmentation"]["horizontal_flip"], true);
+    assert_eq!(train["schedule"]["kind"], "cosine");
+    assert_eq!(train["early_stopping"]["monitor"], "val_accuracy");
+    assert_eq!(
+        config["stage"]["model"]["block_channels"],
+        serde_json::json!([8, 16])
+    );
+    let checkpoint = out_dir.join("model.safetensors");
+    let out = stdout_of(&[
+        "evaluate",
+        "--data",
+        s.to_str().unwrap(),
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+    ]);
+    assert!(out.contains("(100 images)"), "{out}");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("metrics.json")).unwrap())
+            .unwrap();
+    let reported = metrics["test_accuracy"].as_f64().unwrap();
+    assert!(
+        out.contains(&format!("test accuracy {reported:.4}")),
+        "evaluate scores the checkpoint as training did ({reported:.4}): {out}"
+    );
+
+    // Settings that cannot build or train are refused before anything is written.
+    let fresh = dir.path().join("refused");
+    for (flag, value, message) in [
+        ("--block-channels", "8,0", "block_channels"),
+        ("--validation-split", "1.5", "--validation-split"),
+        ("--learning-rate", "-1", "learning_rate"),
+    ] {
+        let mut bad = vec!["cnn", "--data", s.to_str().unwrap(), "--out"];
+        bad.push(fresh.to_str().unwrap());
+        bad.extend([flag, value]);
+        let output = run(&bad);
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(message), "{flag} {value}: {err}");
+        assert!(!fresh.exists(), "{flag} {value} wrote {}", fresh.display());
+    }
+}
+
+#[test]
 fn export_csv_and_errors() {
     let s = sample();
     let dir = tempfile::tempdir().unwrap();
@@ -274,6 +345,7 @@ fn report_runs_the_whole_study_and_reuses_finished_stages() {
         "block 5 fine-tuned",
         "ResNet-50 (RANDOM init, frozen: not transfer learning)",
         "0.7875",
+        "modern CNN (from scratch",
     ] {
         assert!(table.contains(expected), "{expected} missing from\n{table}");
     }
@@ -295,6 +367,7 @@ fn report_runs_the_whole_study_and_reuses_finished_stages() {
         "lenet5",
         "tuning",
         "cross_validation",
+        "modern_cnn",
         "vgg16",
         "resnet50",
     ] {
@@ -305,7 +378,7 @@ fn report_runs_the_whole_study_and_reuses_finished_stages() {
     let second = run(&args);
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(second.status.success(), "{err}");
-    assert_eq!(err.matches("reusing earlier results").count(), 6, "{err}");
+    assert_eq!(err.matches("reusing earlier results").count(), 7, "{err}");
     assert_eq!(
         String::from_utf8_lossy(&second.stdout).lines().next(),
         table.lines().next()
@@ -325,7 +398,7 @@ fn report_runs_the_whole_study_and_reuses_finished_stages() {
         assert!(again.status.success(), "{err}");
         assert!(err.contains("lenet5/model.safetensors"), "{damage}: {err}");
         assert!(err.contains("running the stage again"), "{damage}: {err}");
-        assert_eq!(err.matches("reusing earlier results").count(), 5, "{err}");
+        assert_eq!(err.matches("reusing earlier results").count(), 6, "{err}");
         fashion_mnist::training::checkpoint::load_lenet5(
             &dfdx::prelude::Cpu::default(),
             &checkpoint,

@@ -260,6 +260,7 @@ fn check_lenet5_training<D: ModelDevice>(
         learning_rate: 1e-3,
         seed: 5,
         early_stopping: None,
+        ..TrainConfig::default()
     };
 
     let mut cpu_logits = Vec::new();

@@ -169,6 +169,7 @@ impl Optimizer {
             learning_rate: self.learning_rate,
             seed,
             early_stopping,
+            ..Default::default()
         }
     }
 }

@@ -39,9 +39,15 @@ pub fn run_evaluate(args: EvaluateArgs, device: DeviceChoice) -> Result<()> {
         );
     };
     let test = Prepared::from_dataset(test);
+    let architecture = checkpoint::read_metadata(&args.checkpoint)?.0;
     let evaluation = fashion_mnist::on_device!(device, d => {
-        let model = checkpoint::load_lenet5(d, &args.checkpoint)?;
-        training::evaluate(&model, &test, 1000)?
+        if architecture == "modern_cnn" {
+            let model = checkpoint::load_modern_cnn(d, &args.checkpoint)?;
+            training::evaluate(&model, &test, 1000)?
+        } else {
+            let model = checkpoint::load_lenet5(d, &args.checkpoint)?;
+            training::evaluate(&model, &test, 1000)?
+        }
     })?;
     let confusion = evaluation.confusion_matrix(&test.labels);
     println!(
@@ -55,13 +61,24 @@ pub fn run_evaluate(args: EvaluateArgs, device: DeviceChoice) -> Result<()> {
     Ok(())
 }
 
+/// Class probabilities of one picture's pixels.
+type Classify = dyn Fn(&[f32]) -> Vec<f32>;
+
 pub fn run_predict(args: PredictArgs) -> Result<()> {
-    let model = checkpoint::load_lenet5(&Cpu::default(), &args.checkpoint)?;
+    let cpu = Cpu::default();
+    let probabilities_of: Box<Classify> =
+        if checkpoint::read_metadata(&args.checkpoint)?.0 == "modern_cnn" {
+            let model = checkpoint::load_modern_cnn(&cpu, &args.checkpoint)?;
+            Box::new(move |pixels| training::predict_proba(&model, pixels, 1))
+        } else {
+            let model = checkpoint::load_lenet5(&cpu, &args.checkpoint)?;
+            Box::new(move |pixels| training::predict_proba(&model, pixels, 1))
+        };
     for path in &args.images {
         let picture =
             image::open(path).with_context(|| format!("reading picture {}", path.display()))?;
         let pixels = prepare::picture_to_pixels(&picture);
-        let probabilities = training::predict_proba(&model, &pixels, 1);
+        let probabilities = probabilities_of(&pixels);
         let mut ranked: Vec<(usize, f32)> = probabilities.iter().copied().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
         let top: Vec<String> = ranked

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bench_all;
+pub mod cnn;
 pub mod common;
 pub mod cv;
 pub mod data;

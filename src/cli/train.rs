@@ -7,13 +7,14 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use fashion_mnist::data::prepare::Prepared;
 use fashion_mnist::data::source::Located;
+use fashion_mnist::data::FashionMnist;
 use fashion_mnist::data::Verification;
 use fashion_mnist::models::{LeNet5Config, Parameters};
 use fashion_mnist::ops::DeviceChoice;
-use fashion_mnist::pipeline::lenet5::{self, LeNet5Outcome, LeNet5Stage};
-use fashion_mnist::pipeline::SplitConfig;
+use fashion_mnist::pipeline::lenet5::{self, LeNet5Stage, ModelResults};
+use fashion_mnist::pipeline::{Split, SplitConfig};
 use fashion_mnist::training::{
-    checkpoint, ClassificationReport, ConfusionMatrix, EarlyStopping, History, Monitor,
+    checkpoint, ClassificationReport, ConfusionMatrix, EarlyStopping, Evaluation, History, Monitor,
 };
 use serde::Serialize;
 
@@ -84,7 +85,7 @@ struct RunRecord<'a> {
 
 /// `metrics.json`.
 #[derive(Serialize)]
-struct Metrics {
+pub(super) struct Metrics {
     epochs_run: usize,
     best_epoch: Option<usize>,
     train_seconds: f64,
@@ -146,29 +147,8 @@ fn stage_config(args: &TrainArgs) -> Result<LeNet5Stage> {
 pub fn run(args: TrainArgs, device: DeviceChoice) -> Result<()> {
     let started = Instant::now();
     let config = stage_config(&args)?;
-    if args.out.exists() && !args.out.is_dir() {
-        usage!(
-            "--out {}: exists and is not a directory",
-            args.out.display()
-        );
-    }
-    let loaded = args.source.load()?;
-    let split = config.split.apply(&loaded.train);
-    if config.split.validation_split > 0.0 && split.validation.is_empty() {
-        usage!(
-            "--validation-split {}: {} training images leave no validation image; use more images",
-            config.split.validation_split,
-            split.train.len()
-        );
-    }
-    eprintln!(
-        "data: {} training, {} validation images from {}",
-        split.train.len(),
-        split.validation.len(),
-        loaded.located.origin
-    );
+    let (loaded, split, test) = load_split(&args.source, &config.split, &args.out)?;
     println!("{}", config.summary());
-    let test = loaded.test.as_ref().map(Prepared::from_dataset);
     let outcome = lenet5::run(&split, test.as_ref(), &config, device, &mut Bars::new())?;
     // Written once training has succeeded: a failed or diverged run leaves the output
     // directory as it was.
@@ -181,8 +161,14 @@ pub fn run(args: TrainArgs, device: DeviceChoice) -> Result<()> {
         device,
         version: env!("CARGO_PKG_VERSION"),
     };
-    save_run(&args.out, &record, &outcome)?;
-    let metrics = report(&outcome, started);
+    save_run(
+        &args.out,
+        &record,
+        &outcome.model,
+        &outcome.results.history,
+        "LeNet-5",
+    )?;
+    let metrics = report(&outcome.results, outcome.test_evaluation.as_ref(), started);
     write_json(&args.out.join("metrics.json"), &metrics)?;
     println!(
         "\nwrote {} (model.safetensors, history.json/csv, curves.svg, config.json, metrics.json)",
@@ -191,21 +177,60 @@ pub fn run(args: TrainArgs, device: DeviceChoice) -> Result<()> {
     Ok(())
 }
 
-fn save_run(out: &Path, record: &RunRecord<'_>, outcome: &LeNet5Outcome) -> Result<()> {
+/// Checks `out`, loads the data and splits it as `split` says (refusing a split that leaves
+/// no validation image), with the test images; says what it found on stderr.
+pub(super) fn load_split(
+    source: &DataSource,
+    split: &SplitConfig,
+    out: &Path,
+) -> Result<(FashionMnist, Split, Option<Prepared>)> {
+    if out.exists() && !out.is_dir() {
+        usage!("--out {}: exists and is not a directory", out.display());
+    }
+    let loaded = source.load()?;
+    let parts = split.apply(&loaded.train);
+    if split.validation_split > 0.0 && parts.validation.is_empty() {
+        usage!(
+            "--validation-split {}: {} training images leave no validation image; use more images",
+            split.validation_split,
+            parts.train.len()
+        );
+    }
+    eprintln!(
+        "data: {} training, {} validation images from {}",
+        parts.train.len(),
+        parts.validation.len(),
+        loaded.located.origin
+    );
+    let test = loaded.test.as_ref().map(Prepared::from_dataset);
+    Ok((loaded, parts, test))
+}
+
+/// Writes a finished run: `config.json` (`record`), the history (JSON, CSV, curves.svg titled
+/// `title`) and the model's checkpoint.
+pub(super) fn save_run(
+    out: &Path,
+    record: &impl Serialize,
+    model: &impl Parameters,
+    history: &History,
+    title: &str,
+) -> Result<()> {
     create_dir(out)?;
     write_json(&out.join("config.json"), record)?;
-    let history: &History = &outcome.results.history;
     history.save(out)?;
-    fashion_mnist::plots::training_curves(history, "LeNet-5")
+    fashion_mnist::plots::training_curves(history, title)
         .and_then(|chart| chart.save(&out.join("curves.svg")))
         .map_err(|e| anyhow::anyhow!("drawing the training curves: {e}"))?;
-    checkpoint::save(&outcome.model, &out.join("model.safetensors"))?;
+    checkpoint::save(model, &out.join("model.safetensors"))?;
     Ok(())
 }
 
 /// Prints the validation and test scores; the metrics to save.
-fn report(outcome: &LeNet5Outcome, started: Instant) -> Metrics {
-    let results = &outcome.results;
+pub(super) fn report(
+    results: &ModelResults,
+    test_evaluation: Option<&Evaluation>,
+    started: Instant,
+) -> Metrics {
     let history = &results.history;
     let last = history.final_record();
     if let Some(record) = last {
@@ -216,7 +241,7 @@ fn report(outcome: &LeNet5Outcome, started: Instant) -> Metrics {
             );
         }
     }
-    if let (Some(evaluation), Some(confusion)) = (&outcome.test_evaluation, &results.confusion) {
+    if let (Some(evaluation), Some(confusion)) = (test_evaluation, &results.confusion) {
         println!(
             "test:       accuracy {:.4}, loss {:.4} ({} images)",
             evaluation.accuracy,

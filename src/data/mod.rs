@@ -2,6 +2,7 @@
 //! come from (and their verification), the walkthrough's exploratory checks on a polars
 //! DataFrame, and the preparation of tensors-to-be (scaling, one-hot, splits, resizing).
 
+pub mod augment;
 pub mod csv;
 pub mod eda;
 pub mod idx;

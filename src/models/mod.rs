@@ -4,12 +4,14 @@
 mod head;
 pub mod layers;
 mod lenet5;
+mod modern_cnn;
 mod resnet50;
 mod summary;
 mod vgg16;
 
 pub use head::{DenseHead, HeadConfig, HeadLayer};
 pub use lenet5::{LeNet5, LeNet5Config};
+pub use modern_cnn::{ModernCnn, ModernCnnConfig};
 pub use resnet50::{FoldedResNet50, ResNet50, ResNet50Config};
 pub use summary::{LayerSummary, ModelSummary};
 pub use vgg16::Vgg16;

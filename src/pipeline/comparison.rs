@@ -39,6 +39,12 @@ pub struct ComparisonRow {
     /// Wall time (transfer runs: including feature extraction).
     pub seconds: f64,
     pub training_images_per_second: Option<f64>,
+    /// Trained from scratch (false: a transfer-learning run on a pretrained or random backbone).
+    #[serde(default)]
+    pub from_scratch: bool,
+    /// A transfer-learning run on ImageNet weights (false: from scratch, or a random backbone).
+    #[serde(default)]
+    pub pretrained: bool,
 }
 
 /// The stages' results the comparison is made of.
@@ -48,6 +54,8 @@ pub struct ComparisonInputs<'a> {
     pub cv_seconds: f64,
     /// The tuned model's first dense layer (what cross-validation trained).
     pub tuned_units: usize,
+    /// The modern CNN from scratch, when the study trained it.
+    pub modern_cnn: Option<&'a ModelResults>,
     pub transfer: Vec<&'a TransferOutcome>,
 }
 
@@ -87,10 +95,13 @@ fn transfer_row(o: &TransferOutcome) -> ComparisonRow {
         trainable_params: stage.trainable_params,
         seconds: o.wall_seconds,
         training_images_per_second: Some(train_images / stage.history.total_seconds().max(1e-9)),
+        from_scratch: false,
+        pretrained: o.weights.imagenet,
     }
 }
 
-/// The comparison: LeNet-5, the cross-validated tuned LeNet-5, then every transfer run.
+/// The comparison: LeNet-5, the cross-validated tuned LeNet-5, the modern CNN, then every
+/// transfer run.
 pub fn compare(inputs: &ComparisonInputs<'_>) -> Vec<ComparisonRow> {
     let l = inputs.lenet5;
     let mut rows = vec![ComparisonRow {
@@ -103,6 +114,8 @@ pub fn compare(inputs: &ComparisonInputs<'_>) -> Vec<ComparisonRow> {
         trainable_params: l.params,
         seconds: l.train_seconds,
         training_images_per_second: Some(l.images_per_second()),
+        from_scratch: true,
+        pretrained: false,
     }];
     let cv = inputs.cv;
     let tuned = LeNet5::new(
@@ -128,7 +141,24 @@ pub fn compare(inputs: &ComparisonInputs<'_>) -> Vec<ComparisonRow> {
         trainable_params: tuned.param_count(),
         seconds: inputs.cv_seconds,
         training_images_per_second: None,
+        from_scratch: true,
+        pretrained: false,
     });
+    if let Some(m) = inputs.modern_cnn {
+        rows.push(ComparisonRow {
+            model: "modern CNN (from scratch: BatchNorm, augmentation, cosine schedule)".into(),
+            short_name: "modern CNN".into(),
+            walkthrough: None,
+            validation: m.validation,
+            validation_std: None,
+            test_accuracy: m.test.map(|t| t.accuracy),
+            trainable_params: m.params,
+            seconds: m.train_seconds,
+            training_images_per_second: Some(m.images_per_second()),
+            from_scratch: true,
+            pretrained: false,
+        });
+    }
     rows.extend(inputs.transfer.iter().map(|o| transfer_row(o)));
     rows
 }

@@ -127,17 +127,7 @@ pub fn run(
     progress: &mut dyn Progress,
 ) -> Result<LeNet5Outcome, TrainError> {
     config.validate()?;
-    let validation = (!split.validation.is_empty()).then_some(&split.validation);
-    if config.split.validation_split > 0.0 && validation.is_none() {
-        return Err(TrainError::Config {
-            name: "validation_split".into(),
-            message: format!(
-                "{}: {} training images leave no validation image; use more images",
-                config.split.validation_split,
-                split.train.len()
-            ),
-        });
-    }
+    let validation = validation_part(split, &config.split)?;
     let mut model = config.model();
     let history = fit(
         &mut model,
@@ -147,15 +137,50 @@ pub fn run(
         device,
         progress,
     )?;
-    let validation_score = match validation {
-        Some(v) => Score::from(&training::evaluate(&model, v, 1000)?),
+    let (results, test_evaluation) = score(&model, split, test, history)?;
+    Ok(LeNet5Outcome {
+        model,
+        results,
+        test_evaluation,
+    })
+}
+
+/// The split's validation images; an error when the config asks for some and none are left.
+pub(crate) fn validation_part<'a>(
+    split: &'a Split,
+    config: &SplitConfig,
+) -> Result<Option<&'a Prepared>, TrainError> {
+    let validation = (!split.validation.is_empty()).then_some(&split.validation);
+    if config.validation_split > 0.0 && validation.is_none() {
+        return Err(TrainError::Config {
+            name: "validation_split".into(),
+            message: format!(
+                "{}: {} training images leave no validation image; use more images",
+                config.validation_split,
+                split.train.len()
+            ),
+        });
+    }
+    Ok(validation)
+}
+
+/// A trained model's results: its scores on the split's validation images and on `test`
+/// (with the confusion matrix and per-class report), and the test evaluation itself.
+pub(crate) fn score<M: ImageClassifier>(
+    model: &M,
+    split: &Split,
+    test: Option<&Prepared>,
+    history: History,
+) -> Result<(ModelResults, Option<Evaluation>), TrainError> {
+    let validation_score = match (!split.validation.is_empty()).then_some(&split.validation) {
+        Some(v) => Score::from(&training::evaluate(model, v, 1000)?),
         None => Score {
             accuracy: f64::NAN,
             loss: f64::NAN,
         },
     };
     let test_evaluation = test
-        .map(|t| training::evaluate(&model, t, 1000))
+        .map(|t| training::evaluate(model, t, 1000))
         .transpose()?;
     let (test_score, confusion, report) = match (&test_evaluation, test) {
         (Some(e), Some(t)) => {
@@ -175,9 +200,5 @@ pub fn run(
         params: model.param_count(),
         train_images: split.train.len(),
     };
-    Ok(LeNet5Outcome {
-        model,
-        results,
-        test_evaluation,
-    })
+    Ok((results, test_evaluation))
 }

@@ -8,6 +8,7 @@
 pub mod comparison;
 pub mod cv;
 pub mod lenet5;
+pub mod modern_cnn;
 pub mod transfer;
 pub mod tuning;
 

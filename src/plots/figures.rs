@@ -4,7 +4,8 @@
 use polars::prelude::DataFrame;
 
 use super::{
-    bar_chart, heatmap, image_grid, line_chart, scatter_colored, Chart, PlotError, Series,
+    bar_chart, heatmap, image_grid, labelled_scatter_panels, line_chart, scatter_colored, Chart,
+    LabelledPoint, PlotError, Series,
 };
 use crate::cross_validation::FoldRecord;
 use crate::data::prepare::{resize_bilinear, Prepared};
@@ -327,5 +328,26 @@ pub fn comparison_chart(rows: &[ComparisonRow]) -> Result<Chart, PlotError> {
         "validation accuracy",
         &labels,
         &values,
+    )
+}
+
+/// Test accuracy of every model of the study against its trainable parameters and its time
+/// (transfer runs: including feature extraction); models without a test score are left out.
+pub fn accuracy_vs_cost_chart(rows: &[ComparisonRow]) -> Result<Chart, PlotError> {
+    let points: Vec<LabelledPoint> = rows
+        .iter()
+        .filter_map(|row| {
+            Some(LabelledPoint {
+                label: row.short_name.clone(),
+                xs: vec![row.trainable_params as f64, row.seconds / 60.0],
+                y: row.test_accuracy?,
+            })
+        })
+        .collect();
+    labelled_scatter_panels(
+        "Test accuracy against model size and time",
+        &["trainable parameters (log)", "minutes (log)"],
+        "test accuracy",
+        &points,
     )
 }

@@ -314,6 +314,21 @@ fn format_value(v: f64) -> String {
     }
 }
 
+/// 1500 -> "1.5k", 2000000 -> "2M", 0.25 -> "0.25": axis labels on log scales.
+fn compact_number(v: f64) -> String {
+    let trim = |x: f64| {
+        let text = format!("{x:.2}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    };
+    if v.abs() >= 1e6 {
+        format!("{}M", trim(v / 1e6))
+    } else if v.abs() >= 1e3 {
+        format!("{}k", trim(v / 1e3))
+    } else {
+        trim(v)
+    }
+}
+
 /// Heatmap of a `rows` x `cols` grid (row 0 at the top) with a colour scale (viridis) beside it.
 pub fn heatmap(title: &str, values: &[f64], rows: usize, cols: usize) -> Result<Chart, PlotError> {
     assert_eq!(values.len(), rows * cols, "rows x cols values");
@@ -552,6 +567,93 @@ pub fn scatter_colored(
                 ViridisRGB::get_color_normalized(a, v_lo, v_hi).filled(),
             )
         }))?;
+        Ok(())
+    })
+}
+
+/// One labelled point of [`labelled_scatter_panels`].
+#[derive(Clone, Debug)]
+pub struct LabelledPoint {
+    pub label: String,
+    /// One x value per panel.
+    pub xs: Vec<f64>,
+    pub y: f64,
+}
+
+/// Side-by-side scatter panels sharing the y axis (one per `x_descs` entry, each on a log x
+/// axis), every point labelled; for "accuracy against cost" pictures.
+pub fn labelled_scatter_panels(
+    title: &str,
+    x_descs: &[&str],
+    y_desc: &str,
+    points: &[LabelledPoint],
+) -> Result<Chart, PlotError> {
+    let finite = |v: &f64| v.is_finite() && *v > 0.0;
+    let (y_lo, y_hi) = points
+        .iter()
+        .map(|p| p.y)
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    let (y_lo, y_hi) = if y_lo.is_finite() {
+        let pad = ((y_hi - y_lo) * 0.12).max(0.005);
+        (y_lo - pad, y_hi + pad)
+    } else {
+        (0.0, 1.0)
+    };
+    let panels = x_descs.len().max(1);
+    Chart::draw((520 * panels as u32, 480), |root| {
+        let body = root.titled(title, ("sans-serif", 20))?;
+        let areas = body.split_evenly((1, panels));
+        for (panel, (area, x_desc)) in areas.iter().zip(x_descs).enumerate() {
+            let xs: Vec<f64> = points
+                .iter()
+                .filter_map(|p| p.xs.get(panel).copied())
+                .filter(finite)
+                .collect();
+            let (lo, hi) = xs
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                });
+            let (x_lo, x_hi) = if lo.is_finite() {
+                (lo / 2.0, hi * 3.0)
+            } else {
+                (1.0, 10.0)
+            };
+            let mut chart = ChartBuilder::on(area)
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(56)
+                .build_cartesian_2d((x_lo..x_hi).log_scale(), y_lo..y_hi)?;
+            chart
+                .configure_mesh()
+                .x_desc(*x_desc)
+                .y_desc(y_desc)
+                .x_label_formatter(&|v| compact_number(*v))
+                .y_label_formatter(&|v| format!("{v:.3}"))
+                .draw()?;
+            for (i, point) in points.iter().enumerate() {
+                let Some(&x) = point.xs.get(panel).filter(|x| finite(x)) else {
+                    continue;
+                };
+                if !point.y.is_finite() {
+                    continue;
+                }
+                let color = Palette99::pick(i).to_rgba();
+                chart.draw_series(std::iter::once(Circle::new(
+                    (x, point.y),
+                    6,
+                    color.filled(),
+                )))?;
+                chart.draw_series(std::iter::once(Text::new(
+                    point.label.clone(),
+                    (x, point.y),
+                    ("sans-serif", 12).into_font(),
+                )))?;
+            }
+        }
         Ok(())
     })
 }

@@ -8,8 +8,10 @@ use crate::cross_validation::CvResults;
 use crate::data::{FashionMnist, CLASS_NAMES};
 use crate::error::TrainError;
 use crate::pipeline::comparison::WALKTHROUGH_LENET5;
+use crate::pipeline::modern_cnn::ModernCnnStage;
 use crate::plots;
 use crate::report::Table;
+use crate::training::LearningRateSchedule;
 use crate::transfer::{self, TransferOutcome};
 use crate::tuning::{Objective, TuningResults};
 
@@ -25,6 +27,8 @@ struct Page {
     intro: String,
     comparison: Table,
     comparison_chart: String,
+    cost_chart: String,
+    verdict: String,
     data_text: String,
     class_chart: String,
     samples_chart: Option<String>,
@@ -39,11 +43,91 @@ struct Page {
     cv_table: Table,
     cv_accuracy: String,
     cv_loss: String,
+    modern_cnn: Option<ModernCnnSection>,
     transfer_warnings: Vec<Warning>,
     transfer_text: String,
     transfer_table: Table,
     transfer_chart: String,
     stages: Table,
+}
+
+/// How the modern CNN was trained, from its stage config.
+fn recipe_text(stage: &ModernCnnStage) -> String {
+    let t = &stage.train;
+    let schedule = match t.schedule {
+        LearningRateSchedule::Constant => {
+            format!("a constant learning rate of {}", t.learning_rate)
+        }
+        LearningRateSchedule::Cosine { warmup_fraction } => format!(
+            "a cosine schedule (peak {}, {:.0}% linear warm-up)",
+            t.learning_rate,
+            100.0 * warmup_fraction
+        ),
+    };
+    let augmentation = match t.augmentation {
+        Some(a) => format!(
+            "each image shifted by up to {} pixels{} at random every epoch",
+            a.max_shift,
+            if a.horizontal_flip {
+                " and mirrored"
+            } else {
+                ""
+            }
+        ),
+        None => "no augmentation".into(),
+    };
+    format!(
+        "Trained {} epochs with Adam on {schedule}, batch {}, {augmentation}.",
+        t.epochs, t.batch_size
+    )
+}
+
+/// The modern CNN's section.
+#[derive(Serialize)]
+struct ModernCnnSection {
+    text: String,
+    curves: String,
+    confusion: Option<String>,
+}
+
+fn modern_cnn_section(results: &StudyResults) -> Result<Option<ModernCnnSection>, TrainError> {
+    let Some(record) = &results.modern_cnn else {
+        return Ok(None);
+    };
+    let m = &record.results;
+    let lenet5_test = results.lenet5.results.test.map(|t| t.accuracy);
+    let gain = match (m.test, lenet5_test) {
+        (Some(t), Some(l)) => format!(
+            " LeNet-5 scored {l:.4} on the same test images ({:+.1} points for the modern CNN).",
+            100.0 * (t.accuracy - l)
+        ),
+        _ => String::new(),
+    };
+    let recipe = serde_json::from_value::<ModernCnnStage>(record.config.clone())
+        .map(|stage| recipe_text(&stage))
+        .unwrap_or_default();
+    let text = format!(
+        "Beyond the walkthrough: blocks of two 3x3 convolutions, each followed by batch normalization (batch statistics while training, running averages when evaluating) and ReLU, then max-pooling and dropout; {} trainable parameters. {recipe} The epoch with the best validation accuracy ({}) was kept. Validation accuracy {:.4}, test accuracy {}.{} Training took {} ({:.0} images/s).",
+        m.params,
+        m.history.best_epoch.map_or("-".into(), |e| e.to_string()),
+        m.validation.accuracy,
+        m.test.map_or("-".into(), |t| format!("{:.4}", t.accuracy)),
+        gain,
+        minutes(m.train_seconds),
+        m.images_per_second()
+    );
+    Ok(Some(ModernCnnSection {
+        text,
+        curves: svg(plots::training_curves(&m.history, "modern CNN")?),
+        confusion: m
+            .confusion
+            .as_ref()
+            .map(|c| {
+                plots::confusion_matrix_chart(c, &CLASS_NAMES, "modern CNN on the test set")
+                    .map(svg)
+            })
+            .transpose()?,
+    }))
 }
 
 fn svg(chart: plots::Chart) -> String {
@@ -56,6 +140,7 @@ fn intro(results: &StudyResults) -> String {
         + results.lenet5.wall_seconds
         + results.tuning.wall_seconds
         + results.cross_validation.wall_seconds
+        + results.modern_cnn.as_ref().map_or(0.0, |r| r.wall_seconds)
         + results.vgg16.wall_seconds
         + results.resnet50.wall_seconds;
     format!(
@@ -159,6 +244,8 @@ pub fn render_html(
         intro: intro(results),
         comparison: comparison_table(results),
         comparison_chart: svg(plots::comparison_chart(&results.comparison())?),
+        cost_chart: svg(plots::accuracy_vs_cost_chart(&results.comparison())?),
+        verdict: super::verdict(&results.comparison()),
         data_text: data_text(results),
         class_chart: svg(plots::class_bars(&counts)?),
         samples_chart: data
@@ -181,6 +268,7 @@ pub fn render_html(
         cv_table: cv.table(),
         cv_accuracy: svg(cv_accuracy),
         cv_loss: svg(cv_loss),
+        modern_cnn: modern_cnn_section(results)?,
         transfer_warnings: runs
             .iter()
             .filter(|o| !o.weights.imagenet)

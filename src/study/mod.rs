@@ -1,5 +1,6 @@
 //! The whole study in one call, as `fashion-mnist report` runs it: data checks, LeNet-5, the
-//! random search, 5-fold cross-validation, VGG-16 and ResNet-50 transfer, and the comparison.
+//! random search, 5-fold cross-validation, the modern CNN (beyond the walkthrough), VGG-16 and
+//! ResNet-50 transfer, and the comparison.
 //! Every stage is a [`crate::pipeline`] function; this module chooses the study's configs,
 //! saves each stage's record under the run directory (`STAGE/stage.json`, see [`records`]) and
 //! reuses a stage that already ran with the same images and config, so an interrupted study
@@ -24,6 +25,7 @@ pub use crate::pipeline::cv::CvSummary;
 use crate::pipeline::cv::{self as cv_stage, CvStage};
 pub use crate::pipeline::lenet5::ModelResults;
 use crate::pipeline::lenet5::{self as lenet5_stage, LeNet5Stage};
+use crate::pipeline::modern_cnn::{self as modern_cnn_stage, ModernCnnStage};
 use crate::pipeline::transfer::{
     self as transfer_stage, TransferPaths, TransferStage, WeightsChoice,
 };
@@ -53,6 +55,9 @@ pub struct StudyPreset {
     pub transfer_head_epochs: usize,
     /// Fine-tuning epochs of VGG-16's block 5 after the head (0: none).
     pub fine_tune_epochs: usize,
+    /// Epochs of the modern CNN from scratch (0: skip that stage; older results lack it).
+    #[serde(default)]
+    pub modern_cnn_epochs: usize,
     /// Training images for the transfer stages (feature extraction is the slow part).
     pub transfer_limit: Option<usize>,
     /// Test images evaluated (None: all 10,000).
@@ -73,6 +78,7 @@ impl StudyPreset {
             cv_epochs: 30,
             transfer_head_epochs: 10,
             fine_tune_epochs: 3,
+            modern_cnn_epochs: MODERN_CNN_FULL_EPOCHS,
             transfer_limit: None,
             test_limit: None,
         }
@@ -91,19 +97,24 @@ impl StudyPreset {
             cv_epochs: 2,
             transfer_head_epochs: 2,
             fine_tune_epochs: 1,
+            modern_cnn_epochs: 2,
             transfer_limit: Some(1000),
             test_limit: Some(500),
         }
     }
 }
 
+/// The modern CNN's epochs in the full study.
+pub const MODERN_CNN_FULL_EPOCHS: usize = 8;
+
 /// Names and rough costs of the stages in the full study on 2 CPU cores (minutes), for the
 /// ETA; a quick study scales them down.
-pub const STAGES: [(&str, f64); 7] = [
+pub const STAGES: [(&str, f64); 8] = [
     ("data", 0.2),
     ("lenet5", 1.0),
     ("tuning", 7.0),
     ("cross_validation", 11.0),
+    ("modern_cnn", 30.0),
     ("vgg16", 45.0),
     ("resnet50", 5.0),
     ("comparison", 0.1),
@@ -129,6 +140,9 @@ pub struct StudyResults {
     pub lenet5: StageRecord<ModelResults>,
     pub tuning: StageRecord<TuningSummary>,
     pub cross_validation: StageRecord<CvSummary>,
+    /// The modern CNN from scratch (None: the preset skipped it, or an older study).
+    #[serde(default)]
+    pub modern_cnn: Option<StageRecord<ModelResults>>,
     pub vgg16: StageRecord<Vec<TransferOutcome>>,
     pub resnet50: StageRecord<Vec<TransferOutcome>>,
     pub wall_seconds: f64,
@@ -147,6 +161,7 @@ impl StudyResults {
             cv: &self.cross_validation.results,
             cv_seconds: self.cross_validation.wall_seconds,
             tuned_units: self.tuning.results.best_units,
+            modern_cnn: self.modern_cnn.as_ref().map(|r| &r.results),
             transfer: self.transfer_runs().collect(),
         })
     }
@@ -175,6 +190,8 @@ fn data_checks(data: &FashionMnist) -> Result<DataResults, TrainError> {
 
 /// The LeNet-5 stage's checkpoint, relative to the run directory.
 const LENET5_CHECKPOINT: &str = "lenet5/model.safetensors";
+/// The modern CNN's checkpoint, relative to the run directory.
+const MODERN_CNN_CHECKPOINT: &str = "modern_cnn/model.safetensors";
 
 impl StudyPreset {
     fn split(&self) -> SplitConfig {
@@ -211,6 +228,15 @@ impl StudyPreset {
             limit: self.train_limit,
             ..CvStage::walkthrough(self.cv_folds, self.cv_epochs, tuned.best(), self.seed)
         }
+    }
+
+    /// The modern-CNN stage of this preset (None when it has no epochs).
+    pub fn modern_cnn(&self) -> Option<ModernCnnStage> {
+        (self.modern_cnn_epochs > 0).then(|| ModernCnnStage {
+            split: self.split(),
+            test_limit: self.test_limit,
+            ..ModernCnnStage::recommended(self.modern_cnn_epochs, self.seed)
+        })
     }
 
     /// The transfer runs of this preset for `architecture`.
@@ -272,6 +298,32 @@ impl Study<'_> {
                 Ok(outcome.results)
             },
         )
+    }
+
+    fn modern_cnn(
+        &self,
+        progress: &mut dyn Progress,
+    ) -> Result<Option<StageRecord<ModelResults>>, TrainError> {
+        let Some(config) = self.preset.modern_cnn() else {
+            return Ok(None);
+        };
+        let (data, out) = (self.data, self.paths.out.as_path());
+        stage(
+            &self.context,
+            (5, "modern_cnn"),
+            &config,
+            &[MODERN_CNN_CHECKPOINT],
+            progress,
+            |p| {
+                let split = config.split.apply(&data.train);
+                let test = test_images(data.test.as_ref(), config.test_limit);
+                let outcome =
+                    modern_cnn_stage::run(&split, test.as_ref(), &config, self.device, p)?;
+                checkpoint::save(&outcome.model, &out.join(MODERN_CNN_CHECKPOINT))?;
+                Ok(outcome.results)
+            },
+        )
+        .map(Some)
     }
 
     fn tuning(
@@ -353,6 +405,56 @@ impl Study<'_> {
     }
 }
 
+/// Runs (or reuses) only the modern-CNN stage of `preset` in `paths.out`, as the whole study
+/// would (the same record, so `report` reuses it and it reuses what `report` left), and loads
+/// its trained model. None when the preset has no modern-CNN epochs.
+pub fn run_modern_cnn_stage(
+    data: &FashionMnist,
+    preset: &StudyPreset,
+    out: &Path,
+    device: DeviceChoice,
+    progress: &mut dyn Progress,
+) -> Result<Option<(StageRecord<ModelResults>, crate::models::ModernCnn)>, TrainError> {
+    let described = device.describe()?;
+    let paths = StudyPaths {
+        out: out.to_path_buf(),
+        weights_dir: PathBuf::new(),
+        feature_cache: PathBuf::new(),
+        python: String::new(),
+    };
+    let study = Study {
+        data,
+        preset,
+        paths: &paths,
+        device,
+        context: study_context(data, preset, out, &described),
+    };
+    let Some(record) = study.modern_cnn(progress)? else {
+        return Ok(None);
+    };
+    let model = checkpoint::load_modern_cnn(
+        &dfdx::prelude::Cpu::default(),
+        &out.join(MODERN_CNN_CHECKPOINT),
+    )?;
+    Ok(Some((record, model)))
+}
+
+fn study_context<'a>(
+    data: &FashionMnist,
+    preset: &StudyPreset,
+    out: &'a Path,
+    device: &'a str,
+) -> StageContext<'a> {
+    StageContext {
+        out,
+        device,
+        data: RunKey::new()
+            .with("train_data", data.train.fingerprint())
+            .with("test_data", data.test.as_ref().map(|t| t.fingerprint())),
+        seed: preset.seed,
+    }
+}
+
 /// Runs (or reuses) every stage on `device` and saves `results.json` in `paths.out`. Stages
 /// finished earlier are reused whatever device ran them (each stage records its device).
 pub fn run_study(
@@ -369,14 +471,7 @@ pub fn run_study(
         preset,
         paths,
         device,
-        context: StageContext {
-            out: &paths.out,
-            device: &described,
-            data: RunKey::new()
-                .with("train_data", data.train.fingerprint())
-                .with("test_data", data.test.as_ref().map(|t| t.fingerprint())),
-            seed: preset.seed,
-        },
+        context: study_context(data, preset, &paths.out, &described),
     };
     let data_config = DataStage {
         train_images: data.train.len(),
@@ -392,16 +487,18 @@ pub fn run_study(
     let lenet5 = study.lenet5(progress)?;
     let tuning = study.tuning(progress)?;
     let cross_validation = study.cross_validation(&tuning.results, progress)?;
-    let vgg16 = study.transfer(5, Architecture::Vgg16, progress)?;
-    let resnet50 = study.transfer(6, Architecture::Resnet50, progress)?;
+    let modern_cnn = study.modern_cnn(progress)?;
+    let vgg16 = study.transfer(6, Architecture::Vgg16, progress)?;
+    let resnet50 = study.transfer(7, Architecture::Resnet50, progress)?;
 
-    progress.on_stage_start(7, STAGES.len(), "comparison", false);
+    progress.on_stage_start(8, STAGES.len(), "comparison", false);
     let results = StudyResults {
         preset: preset.clone(),
         data: data_record,
         lenet5,
         tuning,
         cross_validation,
+        modern_cnn,
         vgg16,
         resnet50,
         wall_seconds: started.elapsed().as_secs_f64(),
@@ -473,6 +570,44 @@ pub fn comparison_table(results: &StudyResults) -> Table {
     table
 }
 
+/// Which won on the test images, from scratch or transfer learning (ImageNet weights only: a
+/// random backbone is not transfer), in one sentence written from the comparison rows.
+pub fn verdict(rows: &[ComparisonRow]) -> String {
+    let best = |side: fn(&ComparisonRow) -> bool| {
+        rows.iter()
+            .filter(|r| side(r))
+            .filter_map(|r| Some((r, r.test_accuracy?)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    };
+    let describe = |(row, accuracy): (&ComparisonRow, f64)| {
+        format!(
+            "{} ({accuracy:.4}, {} trainable parameters, {})",
+            row.model,
+            row.trainable_params,
+            minutes(row.seconds)
+        )
+    };
+    match (best(|r| r.from_scratch), best(|r| r.pretrained)) {
+        (Some(scratch), Some(transfer)) => {
+            let winner = if scratch.1 >= transfer.1 {
+                "training from scratch wins"
+            } else {
+                "transfer learning wins"
+            };
+            format!(
+                "On the test images {winner}: the best model trained from scratch is {}; the best transfer-learning model is {}.",
+                describe(scratch),
+                describe(transfer)
+            )
+        }
+        (Some(scratch), None) => format!(
+            "The best model trained from scratch is {}; no transfer-learning run (ImageNet weights) has a test score to compare with.",
+            describe(scratch)
+        ),
+        _ => "No model trained from scratch has a test score, so there is no verdict.".into(),
+    }
+}
+
 /// Validation accuracy of every model as a bar chart, the walkthrough's numbers beside ours.
 pub fn comparison_chart(
     results: &StudyResults,
@@ -508,6 +643,9 @@ pub fn stages_table(results: &StudyResults) -> Table {
     table.push(results.lenet5.summary_row());
     table.push(results.tuning.summary_row());
     table.push(results.cross_validation.summary_row());
+    if let Some(record) = &results.modern_cnn {
+        table.push(record.summary_row());
+    }
     table.push(results.vgg16.summary_row());
     table.push(results.resnet50.summary_row());
     table

@@ -9,7 +9,9 @@ use ::safetensors::tensor::{Dtype as SafeDtype, Metadata, SafeTensors, TensorInf
 use dfdx::prelude::*;
 
 use crate::error::TrainError;
-use crate::models::{LeNet5, LeNet5Config, ParamVisitor, ParamVisitorMut, Parameters};
+use crate::models::{
+    LeNet5, LeNet5Config, ModernCnn, ModernCnnConfig, ParamVisitor, ParamVisitorMut, Parameters,
+};
 use crate::ops::ModelDevice;
 
 /// Format tag stored in every checkpoint's metadata.
@@ -261,16 +263,38 @@ pub(crate) fn metadata_in(
 
 /// Loads a LeNet-5 checkpoint, rebuilding the architecture from its metadata.
 pub fn load_lenet5<D: ModelDevice>(device: &D, path: &Path) -> Result<LeNet5<D>, TrainError> {
-    let (architecture, config) = read_metadata(path)?;
-    if architecture != "lenet5" {
-        return Err(checkpoint_error(
-            path,
-            format!("holds a {architecture} model, not lenet5"),
-        ));
-    }
-    let config: LeNet5Config = serde_json::from_value(config)
-        .map_err(|e| checkpoint_error(path, format!("bad lenet5 config: {e}")))?;
+    let config: LeNet5Config = config_of(path, "lenet5")?;
     let mut model = LeNet5::new(device, config, 0);
     load_into(&mut model, path)?;
     Ok(model)
+}
+
+/// Loads a modern-CNN checkpoint, rebuilding the architecture from its metadata.
+pub fn load_modern_cnn<D: ModelDevice>(
+    device: &D,
+    path: &Path,
+) -> Result<ModernCnn<D>, TrainError> {
+    let config: ModernCnnConfig = config_of(path, "modern_cnn")?;
+    config
+        .validate()
+        .map_err(|e| checkpoint_error(path, format!("bad modern_cnn config: {e}")))?;
+    let mut model = ModernCnn::new(device, config, 0);
+    load_into(&mut model, path)?;
+    Ok(model)
+}
+
+/// The settings stored in a checkpoint of `architecture` (an error for another architecture).
+fn config_of<C: serde::de::DeserializeOwned>(
+    path: &Path,
+    architecture: &str,
+) -> Result<C, TrainError> {
+    let (found, config) = read_metadata(path)?;
+    if found != architecture {
+        return Err(checkpoint_error(
+            path,
+            format!("holds a {found} model, not {architecture}"),
+        ));
+    }
+    serde_json::from_value(config)
+        .map_err(|e| checkpoint_error(path, format!("bad {architecture} config: {e}")))
 }

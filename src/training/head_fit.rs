@@ -271,7 +271,6 @@ pub fn fit_head(
     let mut dropout_rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x0d40_90a7);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let steps = train.len().div_ceil(batch);
-    let lr = config.learning_rate as f32;
     let (mut history, mut first_loss, mut step_count) = (History::default(), None::<f32>, 0i32);
     let mut stopper = EarlyStopper::<Vec<Layer>>::default();
     let mut labels = Vec::with_capacity(batch);
@@ -294,6 +293,11 @@ pub fn fit_head(
             let loss_value = (loss / rows as f64) as f32;
             check_loss(&mut first_loss, loss_value, (epoch, step + 1), config)?;
             backward(&layers, &rates, &mut buffers, rows);
+            let lr = config.schedule.rate(
+                config.learning_rate,
+                (epoch - 1) * steps + step,
+                config.epochs * steps,
+            ) as f32;
             step_count += 1;
             for (i, layer) in layers.iter_mut().enumerate() {
                 let (mw, mb) = &mut moments[i];

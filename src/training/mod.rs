@@ -8,10 +8,12 @@ mod history;
 pub mod metrics;
 mod optim;
 pub mod progress;
+mod schedule;
 
 pub use history::{EpochRecord, History};
 pub use metrics::{ClassificationReport, ConfusionMatrix};
 pub use optim::Adam;
+pub use schedule::LearningRateSchedule;
 
 // The progress interface training reports through.
 pub use progress::{EpochLines, Progress, Silent};
@@ -23,6 +25,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::data::augment::{Augmentation, Transform};
 use crate::data::prepare::{one_hot, Prepared};
 use crate::data::NUM_CLASSES;
 use crate::error::TrainError;
@@ -77,6 +80,12 @@ pub struct TrainConfig {
     /// Seeds the per-epoch shuffling (model initialization has its own seed).
     pub seed: u64,
     pub early_stopping: Option<EarlyStopping>,
+    /// Random shifts and flips of the training images, drawn every epoch from `seed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augmentation: Option<Augmentation>,
+    /// How the learning rate moves over the run (`learning_rate` is its peak).
+    #[serde(default, skip_serializing_if = "LearningRateSchedule::is_constant")]
+    pub schedule: LearningRateSchedule,
 }
 
 impl Default for TrainConfig {
@@ -87,6 +96,8 @@ impl Default for TrainConfig {
             learning_rate: 1e-3,
             seed: 42,
             early_stopping: None,
+            augmentation: None,
+            schedule: LearningRateSchedule::Constant,
         }
     }
 }
@@ -113,6 +124,12 @@ impl TrainConfig {
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             return bad("learning_rate", "must be a positive number");
         }
+        if let Err(message) = self.schedule.validate() {
+            return bad("schedule", &message);
+        }
+        if let Some(Err(message)) = self.augmentation.map(|a| a.validate()) {
+            return bad("augmentation", &message);
+        }
         if let Some(stopping) = &self.early_stopping {
             if stopping.patience == 0 {
                 return bad("early_stopping.patience", "must be at least 1 epoch");
@@ -137,19 +154,24 @@ impl TrainConfig {
 }
 
 /// Copies the images at `indices` into one input tensor (B, C, H, W), each from the variant
-/// `variant_of[i]` (the first variant when `variant_of` is empty).
+/// `variant_of[i]` (the first variant when `variant_of` is empty) and transformed by
+/// `transforms[i]` (unchanged when `transforms` is empty).
 fn batch_tensor<D: ModelDevice>(
     device: &D,
     variants: &[&Prepared],
-    variant_of: &[usize],
+    (variant_of, transforms): (&[usize], &[Transform]),
     indices: &[usize],
     shape: (usize, usize, usize),
 ) -> Tensor4<NoneTape, D> {
     let image_len = shape.0 * shape.1 * shape.2;
-    let mut pixels = Vec::with_capacity(indices.len() * image_len);
-    for &i in indices {
+    let mut pixels = vec![0.0; indices.len() * image_len];
+    for (&i, out) in indices.iter().zip(pixels.chunks_exact_mut(image_len)) {
         let data = variants[variant_of.get(i).copied().unwrap_or(0)];
-        pixels.extend_from_slice(&data.pixels[i * image_len..(i + 1) * image_len]);
+        let image = &data.pixels[i * image_len..(i + 1) * image_len];
+        match transforms.get(i) {
+            Some(transform) => transform.apply(image, shape, out),
+            None => out.copy_from_slice(image),
+        }
     }
     device.images(pixels, (indices.len(), shape.0, shape.1, shape.2))
 }
@@ -183,6 +205,7 @@ fn argmax(row: &[f32]) -> u8 {
 /// step then fork and join among pool threads, instead of each handing work from the calling
 /// thread to the pool and sleeping until it comes back.
 pub(crate) fn on_thread_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    keep_freed_memory();
     if rayon::current_thread_index().is_some() {
         return work();
     }
@@ -192,6 +215,32 @@ pub(crate) fn on_thread_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     {
         Ok(pool) => pool.install(work),
         Err(_) => work(),
+    }
+}
+
+/// Tells glibc's allocator to keep freed memory for reuse instead of handing it back to the
+/// system. A training step allocates and frees the same large buffers (im2col matrices,
+/// activations, gradients) every time; above its default thresholds glibc maps each afresh and
+/// the kernel zeroes every page again. Measured: the modern CNN trains 1.15x faster with this
+/// (220-224 vs 192-196 images/s on 2 cores), at the same peak memory. Process-wide, set once when training or extraction first
+/// runs; `FASHION_MNIST_KEEP_FREED_MEMORY=0` leaves glibc's defaults. No-op on other systems.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            if std::env::var("FASHION_MNIST_KEEP_FREED_MEMORY").as_deref() == Ok("0") {
+                return;
+            }
+            // No mmap for large blocks (glibc caps M_MMAP_THRESHOLD at 32 MiB, below one
+            // im2col matrix), and only trim the heap when 1 GiB at its top is free.
+            // SAFETY: mallopt only changes the allocator's parameters; glibc serializes it with
+            // allocations.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_MAX, 0);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+            }
+        });
     }
 }
 
@@ -224,6 +273,12 @@ pub fn fit_head<D: ModelDevice>(
     config: &TrainConfig,
     progress: &mut dyn Progress,
 ) -> Result<History, TrainError> {
+    if config.augmentation.is_some() {
+        return Err(TrainError::Config {
+            name: "augmentation".into(),
+            message: "shifts and flips images; a head trains on feature vectors".into(),
+        });
+    }
     let custom = crate::ops::cpu_ops() == crate::ops::CpuOps::Custom;
     let any: &mut dyn std::any::Any = head;
     match any.downcast_mut::<crate::models::DenseHead<Cpu>>() {
@@ -332,9 +387,26 @@ fn fit_here<M: ImageClassifier>(
         } else {
             Vec::new()
         };
+        let transforms: Vec<Transform> = match &config.augmentation {
+            Some(augmentation) => (0..train.len())
+                .map(|_| augmentation.draw(&mut rng))
+                .collect(),
+            None => Vec::new(),
+        };
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (step, indices) in order.chunks(config.batch_size).enumerate() {
-            let x = batch_tensor(&device, train_variants, &variant_of, indices, shape);
+            optimizer.config.lr = config.schedule.rate(
+                config.learning_rate,
+                (epoch - 1) * steps + step,
+                config.epochs * steps,
+            );
+            let x = batch_tensor(
+                &device,
+                train_variants,
+                (&variant_of, &transforms),
+                indices,
+                shape,
+            );
             let labels: Vec<u8> = indices.iter().map(|&i| train.labels[i]).collect();
             let targets = device.tensor_from_vec(one_hot(&labels), (indices.len(), NUM_CLASSES));
             // A fresh gradient store per step: dfdx cannot mark run-time-shaped parameters as

@@ -698,6 +698,7 @@ impl<'a> LeNet5Trials<'a> {
             learning_rate: values.learning_rate,
             seed,
             early_stopping: self.early_stopping,
+            ..TrainConfig::default()
         };
         let history = training::fit(
             &mut model,
