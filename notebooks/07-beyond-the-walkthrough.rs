@@ -51,8 +51,8 @@ source_table(&data)
 // %% [markdown]
 // ## 1. Augmentation: shifts and flips
 //
-// The top row shows the first training images; each row below is one random draw of the
-// example draws of the transformation the training loop applies (`dx`/`dy`: pixels moved right/down,
+// The top row shows the first training images; each row below is one random draw (an example) of
+// the transformation the training loop applies (`dx`/`dy`: pixels moved right/down,
 // the uncovered border filled with the black background; `flip`: mirrored left-right). Clothes stay
 // clothes when mirrored or moved a little, so the label stays right while the pixels change. Training
 // draws its own from its seed, so a run is reproducible.
@@ -66,7 +66,8 @@ augmentation_grid(&data, Augmentation::shifts_and_flips(), 8, 3, 42).expect("cha
 // A freshly initialized 3x3 convolution with 8 filters, applied to 64 training images: each output
 // channel has its own mean and spread (left columns). Batch normalization subtracts each channel's
 // batch mean and divides by its batch standard deviation (right columns: mean 0, standard deviation
-// 1), then multiplies by a learned `gamma` and adds a learned `beta`. While training, the batch's
+// about 1; a little under 1 in channels with a small spread, because a constant 0.001 is added to
+// the variance to keep the division safe), then multiplies by a learned `gamma` and adds a learned `beta`. While training, the batch's
 // statistics are used and running averages of them are kept; when evaluating, the running averages
 // are used instead, so a prediction does not depend on which other images share its batch. The
 // library's implementation is checked against a naive reference (values and gradients) and against

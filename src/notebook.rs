@@ -723,11 +723,14 @@ pub fn train_modern_cnn(
                 name: "modern_cnn_epochs".into(),
                 message: "the preset trains no modern CNN".into(),
             })?;
+    let history = &record.results.history;
     println!(
-        "{} epochs in {}; best validation epoch {:?}",
-        record.results.history.epochs.len(),
+        "{} epochs in {}; kept epoch {} (best validation accuracy)",
+        history.epochs.len(),
         crate::study::minutes(record.results.train_seconds),
-        record.results.history.best_epoch
+        history
+            .best_epoch
+            .map_or_else(|| "-".to_string(), |e| e.to_string())
     );
     Ok((record.results, model))
 }
