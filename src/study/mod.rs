@@ -114,7 +114,7 @@ pub const STAGES: [(&str, f64); 8] = [
     ("lenet5", 1.0),
     ("tuning", 7.0),
     ("cross_validation", 11.0),
-    ("modern_cnn", 30.0),
+    ("modern_cnn", 26.0),
     ("vgg16", 45.0),
     ("resnet50", 5.0),
     ("comparison", 0.1),
