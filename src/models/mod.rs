@@ -60,6 +60,37 @@ pub trait ImageClassifier: Parameters + Clone {
     fn after_step(&mut self) {}
 }
 
+/// A model kept on the CPU that can train on another device: rebuilt there, and its trained
+/// weights brought back.
+pub trait MovableClassifier: ImageClassifier<Device = Cpu> + 'static {
+    /// The same architecture on device `D`.
+    type On<D: ModelDevice>: ImageClassifier<Device = D> + 'static;
+    /// A copy on `device` (this model itself when `device` is the CPU).
+    fn moved_to_device<D: ModelDevice>(&self, device: &D) -> Self::On<D>;
+    /// `model`'s weights back on the CPU.
+    fn back_to_cpu<D: ModelDevice>(model: &Self::On<D>) -> Self;
+}
+
+impl MovableClassifier for LeNet5 {
+    type On<D: ModelDevice> = LeNet5<D>;
+    fn moved_to_device<D: ModelDevice>(&self, device: &D) -> LeNet5<D> {
+        self.to_device(device)
+    }
+    fn back_to_cpu<D: ModelDevice>(model: &LeNet5<D>) -> Self {
+        model.to_device(&Cpu::default())
+    }
+}
+
+impl MovableClassifier for ModernCnn {
+    type On<D: ModelDevice> = ModernCnn<D>;
+    fn moved_to_device<D: ModelDevice>(&self, device: &D) -> ModernCnn<D> {
+        self.to_device(device)
+    }
+    fn back_to_cpu<D: ModelDevice>(model: &ModernCnn<D>) -> Self {
+        model.to_device(&Cpu::default())
+    }
+}
+
 /// Sees each named parameter tensor of a model. (dfdx's own `TensorCollection` cannot describe
 /// tensors with run-time shapes from outside dfdx, so the models expose their parameters here.)
 pub trait ParamVisitor<D: ModelDevice = Cpu> {

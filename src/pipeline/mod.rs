@@ -79,6 +79,24 @@ pub struct Split {
     pub validation: Prepared,
 }
 
+/// Trains a CPU `model` on `device` (its trained weights come back into `model`).
+pub(crate) fn fit_on_device<M: crate::models::MovableClassifier>(
+    model: &mut M,
+    train: &Prepared,
+    validation: Option<&Prepared>,
+    config: &crate::training::TrainConfig,
+    device: crate::ops::DeviceChoice,
+    progress: &mut dyn crate::progress::Progress,
+) -> Result<crate::training::History, TrainError> {
+    crate::on_device!(device, d => {
+        let mut on_device = model.moved_to_device(d);
+        let history = crate::training::fit(&mut on_device, train, validation, config, progress)?;
+        *model = M::back_to_cpu(&on_device);
+        history
+    })
+    .map_err(TrainError::from)
+}
+
 /// The first `limit` images of `test_set` (all when None), scaled to 0..1.
 pub fn test_images(test_set: Option<&Dataset>, limit: Option<usize>) -> Option<Prepared> {
     let test = test_set?;

@@ -14,7 +14,7 @@ use crate::models::{ImageClassifier, ModelSummary, ModernCnn, ModernCnnConfig};
 use crate::ops::DeviceChoice;
 use crate::progress::Progress;
 use crate::training::{
-    self, EarlyStopping, Evaluation, History, LearningRateSchedule, Monitor, TrainConfig,
+    EarlyStopping, Evaluation, History, LearningRateSchedule, Monitor, TrainConfig,
 };
 
 /// Everything that determines a modern-CNN run's results (besides the images).
@@ -107,13 +107,7 @@ pub fn fit(
     device: DeviceChoice,
     progress: &mut dyn Progress,
 ) -> Result<History, TrainError> {
-    crate::on_device!(device, d => {
-        let mut on_device = model.to_device(d);
-        let history = training::fit(&mut on_device, train, validation, config, progress)?;
-        *model = on_device.to_device(&Cpu::default());
-        history
-    })
-    .map_err(TrainError::from)
+    super::fit_on_device(model, train, validation, config, device, progress)
 }
 
 /// Trains the stage's model on `split` (validating on its validation part when there is one),
