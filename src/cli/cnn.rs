@@ -7,17 +7,14 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use fashion_mnist::data::augment::Augmentation;
-use fashion_mnist::data::source::Located;
-use fashion_mnist::data::Verification;
 use fashion_mnist::ops::DeviceChoice;
 use fashion_mnist::pipeline::modern_cnn::{self, keep_best_epoch, ModernCnnStage};
 use fashion_mnist::pipeline::SplitConfig;
 use fashion_mnist::training::LearningRateSchedule;
-use serde::Serialize;
 
 use super::common::{settings_ok, usage, write_json, DataSource, SeedAndLimit, ValidationSplit};
 use super::progress::Bars;
-use super::train::{load_split, report, save_run};
+use super::train::{load_split, report, save_run, RunRecord};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ScheduleArg {
@@ -59,18 +56,6 @@ pub struct CnnArgs {
     /// Output directory: config.json, history.json/csv, curves.svg, model.safetensors, metrics.json
     #[arg(long, default_value = "runs/modern-cnn")]
     out: PathBuf,
-}
-
-/// `config.json`: the stage's config and where it ran.
-#[derive(Serialize)]
-struct RunRecord<'a> {
-    model: &'static str,
-    stage: &'a ModernCnnStage,
-    data: &'a Located,
-    verification: &'a Verification,
-    threads: usize,
-    device: DeviceChoice,
-    version: &'static str,
 }
 
 /// The stage's config from the arguments, every one checked (before any data is read).

@@ -73,14 +73,14 @@ pub struct TrainArgs {
 
 /// `config.json`: the stage's config and where it ran.
 #[derive(Serialize)]
-struct RunRecord<'a> {
-    model: &'static str,
-    stage: &'a LeNet5Stage,
-    data: &'a Located,
-    verification: &'a Verification,
-    threads: usize,
-    device: DeviceChoice,
-    version: &'static str,
+pub(super) struct RunRecord<'a, S: Serialize> {
+    pub model: &'static str,
+    pub stage: &'a S,
+    pub data: &'a Located,
+    pub verification: &'a Verification,
+    pub threads: usize,
+    pub device: DeviceChoice,
+    pub version: &'static str,
 }
 
 /// `metrics.json`.

@@ -93,11 +93,7 @@ impl ModelResults {
 }
 
 /// The stage's outcome: the trained model (on the CPU), its results and the test evaluation.
-pub struct LeNet5Outcome {
-    pub model: LeNet5,
-    pub results: ModelResults,
-    pub test_evaluation: Option<Evaluation>,
-}
+pub type LeNet5Outcome = super::Trained<LeNet5>;
 
 /// Trains `model` on `device` (its trained weights come back into `model`, on the CPU).
 pub fn fit(
@@ -121,22 +117,14 @@ pub fn run(
     progress: &mut dyn Progress,
 ) -> Result<LeNet5Outcome, TrainError> {
     config.validate()?;
-    let validation = validation_part(split, &config.split)?;
-    let mut model = config.model();
-    let history = fit(
-        &mut model,
-        &split.train,
-        validation,
-        &config.train,
+    super::train_and_score(
+        config.model(),
+        split,
+        test,
+        (&config.split, &config.train),
         device,
         progress,
-    )?;
-    let (results, test_evaluation) = score(&model, split, test, history)?;
-    Ok(LeNet5Outcome {
-        model,
-        results,
-        test_evaluation,
-    })
+    )
 }
 
 /// The split's validation images; an error when the config asks for some and none are left.

@@ -79,6 +79,42 @@ pub struct Split {
     pub validation: Prepared,
 }
 
+/// A model trained from scratch by a stage: the model (on the CPU), its results and the test
+/// evaluation.
+pub struct Trained<M> {
+    pub model: M,
+    pub results: lenet5::ModelResults,
+    pub test_evaluation: Option<crate::training::Evaluation>,
+}
+
+/// Trains `model` on `split` (validating on its validation part, refused when `split_config`
+/// asks for one and none is left) on `device`, then scores it on the validation and `test`
+/// images.
+pub(crate) fn train_and_score<M: crate::models::MovableClassifier>(
+    mut model: M,
+    split: &Split,
+    test: Option<&Prepared>,
+    (split_config, train_config): (&SplitConfig, &crate::training::TrainConfig),
+    device: crate::ops::DeviceChoice,
+    progress: &mut dyn crate::progress::Progress,
+) -> Result<Trained<M>, TrainError> {
+    let validation = lenet5::validation_part(split, split_config)?;
+    let history = fit_on_device(
+        &mut model,
+        &split.train,
+        validation,
+        train_config,
+        device,
+        progress,
+    )?;
+    let (results, test_evaluation) = lenet5::score(&model, split, test, history)?;
+    Ok(Trained {
+        model,
+        results,
+        test_evaluation,
+    })
+}
+
 /// Trains a CPU `model` on `device` (its trained weights come back into `model`).
 pub(crate) fn fit_on_device<M: crate::models::MovableClassifier>(
     model: &mut M,

@@ -5,7 +5,6 @@
 use dfdx::prelude::Cpu;
 use serde::{Deserialize, Serialize};
 
-use super::lenet5::{score, validation_part, ModelResults};
 use super::{Split, SplitConfig};
 use crate::data::augment::Augmentation;
 use crate::data::prepare::Prepared;
@@ -13,9 +12,7 @@ use crate::error::TrainError;
 use crate::models::{ImageClassifier, ModelSummary, ModernCnn, ModernCnnConfig};
 use crate::ops::DeviceChoice;
 use crate::progress::Progress;
-use crate::training::{
-    EarlyStopping, Evaluation, History, LearningRateSchedule, Monitor, TrainConfig,
-};
+use crate::training::{EarlyStopping, History, LearningRateSchedule, Monitor, TrainConfig};
 
 /// Everything that determines a modern-CNN run's results (besides the images).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -92,11 +89,7 @@ pub fn keep_best_epoch(epochs: usize) -> EarlyStopping {
 }
 
 /// The stage's outcome: the trained model (on the CPU), its results and the test evaluation.
-pub struct ModernCnnOutcome {
-    pub model: ModernCnn,
-    pub results: ModelResults,
-    pub test_evaluation: Option<Evaluation>,
-}
+pub type ModernCnnOutcome = super::Trained<ModernCnn>;
 
 /// Trains `model` on `device` (its trained weights come back into `model`, on the CPU).
 pub fn fit(
@@ -120,20 +113,12 @@ pub fn run(
     progress: &mut dyn Progress,
 ) -> Result<ModernCnnOutcome, TrainError> {
     config.validate()?;
-    let validation = validation_part(split, &config.split)?;
-    let mut model = config.model();
-    let history = fit(
-        &mut model,
-        &split.train,
-        validation,
-        &config.train,
+    super::train_and_score(
+        config.model(),
+        split,
+        test,
+        (&config.split, &config.train),
         device,
         progress,
-    )?;
-    let (results, test_evaluation) = score(&model, split, test, history)?;
-    Ok(ModernCnnOutcome {
-        model,
-        results,
-        test_evaluation,
-    })
+    )
 }
