@@ -1,7 +1,7 @@
 //! Conv2d and max-pool: forward values and input/weight/bias gradients against naive f64 loops.
 
 use dfdx::prelude::*;
-use fashion_mnist::ops::{conv2d, max_pool2d, InputGrad, Tensor1, Tensor4};
+use fashion_mnist::ops::{conv2d, max_pool2d, BatchStatistics, InputGrad, Tensor1, Tensor4};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -443,39 +443,62 @@ fn batch_norm_matches_keras_forward_backward_and_running_averages() {
     );
 }
 
+/// What a batch normalization op gives on one input: output, statistics, and the gradients of
+/// `sum(y * upstream)` for the input, gamma and beta.
+type BatchNormRun = (Vec<f32>, BatchStatistics, Vec<f32>, Vec<f32>, Vec<f32>);
+
+/// The per-channel inputs of a batch normalization test, and how to run an op on them.
+struct BatchNormCase {
+    shape: (usize, usize, usize, usize),
+    x: Vec<f32>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    upstream: Vec<f32>,
+}
+
+impl BatchNormCase {
+    fn run(
+        &self,
+        op: impl Fn(
+            Tensor4<OwnedTape<f32, Cpu>>,
+            &Tensor1,
+            &Tensor1,
+        ) -> (Tensor4<OwnedTape<f32, Cpu>>, BatchStatistics),
+    ) -> BatchNormRun {
+        let dev = Cpu::default();
+        let channels = (self.shape.1,);
+        let x: Tensor4 = dev.tensor_from_vec(self.x.clone(), self.shape);
+        let gamma: Tensor1 = dev.tensor_from_vec(self.gamma.clone(), channels);
+        let beta: Tensor1 = dev.tensor_from_vec(self.beta.clone(), channels);
+        let (y, stats) = op(x.leaky_trace(), &gamma, &beta);
+        let upstream: Tensor4 = dev.tensor_from_vec(self.upstream.clone(), self.shape);
+        let values = y.as_vec();
+        let grads = (y * upstream).sum().backward();
+        let g = |t: &Tensor1| grads.get(t).as_vec();
+        (values, stats, grads.get(&x).as_vec(), g(&gamma), g(&beta))
+    }
+}
+
+fn wide(values: &[f32]) -> Vec<f64> {
+    values.iter().map(|&x| x as f64).collect()
+}
+
 /// The composition of dfdx ops GPUs run gives what the CPU op gives: values, statistics and
 /// gradients.
 #[test]
 fn batch_norm_composition_of_dfdx_ops_matches_the_cpu_op() {
     use fashion_mnist::ops::{composite, cpu_batch_norm2d};
-    let dev = Cpu::default();
     let mut rng = ChaCha8Rng::seed_from_u64(9);
-    let shape = (3, 4, 5, 2);
     let n = 3 * 4 * 5 * 2;
-    let x_data: Vec<f32> = random(&mut rng, n).iter().map(|v| 2.0 * v - 0.5).collect();
-    let (g_data, b_data, up_data) = (
-        random(&mut rng, 4),
-        random(&mut rng, 4),
-        random(&mut rng, n),
-    );
-    let run = |composite_ops: bool| {
-        let x: Tensor4 = dev.tensor_from_vec(x_data.clone(), shape);
-        let gamma: Tensor1 = dev.tensor_from_vec(g_data.clone(), (4,));
-        let beta: Tensor1 = dev.tensor_from_vec(b_data.clone(), (4,));
-        let (y, stats) = if composite_ops {
-            composite::batch_norm2d(x.leaky_trace(), &gamma, &beta, 1e-3)
-        } else {
-            cpu_batch_norm2d(x.leaky_trace(), &gamma, &beta, 1e-3)
-        };
-        let upstream: Tensor4 = dev.tensor_from_vec(up_data.clone(), shape);
-        let values = y.as_vec();
-        let grads = (y * upstream).sum().backward();
-        let g = |t: &Tensor1| grads.get(t).as_vec();
-        (values, stats, grads.get(&x).as_vec(), g(&gamma), g(&beta))
+    let case = BatchNormCase {
+        shape: (3, 4, 5, 2),
+        x: random(&mut rng, n).iter().map(|v| 2.0 * v - 0.5).collect(),
+        gamma: random(&mut rng, 4),
+        beta: random(&mut rng, 4),
+        upstream: random(&mut rng, n),
     };
-    let (y, stats, dx, dg, db) = run(false);
-    let (cy, cstats, cdx, cdg, cdb) = run(true);
-    let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+    let (y, stats, dx, dg, db) = case.run(|x, g, b| cpu_batch_norm2d(x, g, b, 1e-3));
+    let (cy, cstats, cdx, cdg, cdb) = case.run(|x, g, b| composite::batch_norm2d(x, g, b, 1e-3));
     assert_close("composite output", &cy, &wide(&y), 1e-5);
     assert_close("composite mean", &cstats.mean, &wide(&stats.mean), 1e-5);
     assert_close(
@@ -487,4 +510,34 @@ fn batch_norm_composition_of_dfdx_ops_matches_the_cpu_op() {
     assert_close("composite d_input", &cdx, &wide(&dx), 1e-4);
     assert_close("composite d_gamma", &cdg, &wide(&dg), 1e-5);
     assert_close("composite d_beta", &cdb, &wide(&db), 1e-5);
+}
+
+/// The fused batch normalization + ReLU gives what the two ops give one after the other:
+/// values, statistics and gradients (about half of the activations are negative, so the mask
+/// matters).
+#[test]
+fn fused_batch_norm_relu_matches_batch_norm_then_relu() {
+    use fashion_mnist::ops::{cpu_batch_norm2d, cpu_batch_norm_relu2d};
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let n = 4 * 3 * 6 * 5;
+    let case = BatchNormCase {
+        shape: (4, 3, 6, 5),
+        x: random(&mut rng, n).iter().map(|v| 2.0 * v + 0.3).collect(),
+        gamma: random(&mut rng, 3),
+        // Small shifts, so that about half of the normalized values are negative.
+        beta: random(&mut rng, 3).iter().map(|v| 0.1 * v).collect(),
+        upstream: random(&mut rng, n),
+    };
+    let (y, stats, dx, dg, db) = case.run(|x, g, b| {
+        let (y, stats) = cpu_batch_norm2d(x, g, b, 1e-3);
+        (y.relu(), stats)
+    });
+    let zeros = y.iter().filter(|&&v| v == 0.0).count();
+    assert!(zeros > n / 5 && zeros < 4 * n / 5, "{zeros} of {n} clipped");
+    let (fy, fstats, fdx, fdg, fdb) = case.run(|x, g, b| cpu_batch_norm_relu2d(x, g, b, 1e-3));
+    assert_close("fused output", &fy, &wide(&y), 1e-5);
+    assert_eq!(fstats, stats, "statistics");
+    assert_close("fused d_input", &fdx, &wide(&dx), 1e-4);
+    assert_close("fused d_gamma", &fdg, &wide(&dg), 1e-5);
+    assert_close("fused d_beta", &fdb, &wide(&db), 1e-5);
 }

@@ -226,6 +226,17 @@ impl<D: ModelDevice> BatchNorm2d<D> {
             + shift.broadcast_like::<_, Axes3<0, 2, 3>>(&shape)
     }
 
+    /// `relu(forward(x))`; in training one fused pass where the device has one.
+    pub fn forward_relu<T: Tape<f32, D>>(&self, x: Tensor4<T, D>) -> Tensor4<T, D> {
+        let n = &self.norm;
+        if T::OWNS_TAPE {
+            let (y, statistics) = crate::ops::batch_norm_relu2d(x, &n.gamma, &n.beta, n.epsilon);
+            *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(statistics);
+            return y;
+        }
+        self.forward(x).relu()
+    }
+
     /// Folds the last training batch's statistics into the running averages (in place: the
     /// tensors keep their ids, so an optimizer's state for them stays one entry).
     pub fn apply_batch_statistics(&mut self) {

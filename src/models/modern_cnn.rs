@@ -207,12 +207,11 @@ impl<D: ModelDevice> ImageClassifier for ModernCnn<D> {
                     InputGrad::Compute
                 };
                 x = if training {
-                    norm.forward(conv.forward(x, input_grad))
+                    norm.forward_relu(conv.forward(x, input_grad))
                 } else {
                     // Inference: the running averages folded into the convolution (one pass).
-                    norm.norm.fold_into(conv).forward(x, input_grad)
-                }
-                .relu();
+                    norm.norm.fold_into(conv).forward(x, input_grad).relu()
+                };
             }
             x = max_pool2d(x, 2, 2, 0);
             if training && self.config.block_dropout > 0.0 {

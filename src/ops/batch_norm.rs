@@ -1,9 +1,11 @@
 //! Batch normalization in training mode (Keras' `BatchNormalization` with `training=True`) as
 //! a CPU op with autograd: per channel, the batch's mean and (biased) variance over the
 //! images and positions normalize the activations, then `gamma` and `beta` scale and shift
-//! them. The batch statistics come back too, for the running averages inference uses
-//! ([`update_moving_statistics`]). Each channel is computed by one thread with f64 sums in a
-//! fixed order, so results do not depend on scheduling.
+//! them, optionally followed by a ReLU in the same pass (one op instead of two: no separate
+//! activation buffer, mask or gradient). The batch statistics come back too, for the running
+//! averages inference uses ([`update_moving_statistics`]). Sums run per channel plane in a
+//! fixed order (f32 within a plane, f64 across planes), so results do not depend on
+//! scheduling.
 
 use dfdx::prelude::*;
 use rayon::prelude::*;
@@ -17,15 +19,15 @@ pub struct BatchStatistics {
     pub variance: Vec<f32>,
 }
 
-/// The values of channel `c` of a (B, C, H, W) buffer, image by image.
-fn channel(
+/// The planes of channel `c` of a (B, C, H, W) buffer, image by image.
+fn planes(
     values: &[f32],
     c: usize,
     (channels, plane): (usize, usize),
-) -> impl Iterator<Item = &f32> {
+) -> impl Iterator<Item = &[f32]> {
     values
         .chunks_exact(channels * plane)
-        .flat_map(move |image| &image[c * plane..(c + 1) * plane])
+        .map(move |image| &image[c * plane..(c + 1) * plane])
 }
 
 /// `gamma * (x - mean) / sqrt(variance + epsilon) + beta` per channel of `x` (B, C, H, W),
@@ -36,6 +38,26 @@ pub fn cpu_batch_norm2d<T: Tape<f32, Cpu>>(
     beta: &Tensor1,
     epsilon: f32,
 ) -> (Tensor4<T>, BatchStatistics) {
+    batch_norm(x, gamma, beta, epsilon, false)
+}
+
+/// `relu(batch_norm2d(x))` in one pass (see [`cpu_batch_norm2d`]).
+pub fn cpu_batch_norm_relu2d<T: Tape<f32, Cpu>>(
+    x: Tensor4<T>,
+    gamma: &Tensor1,
+    beta: &Tensor1,
+    epsilon: f32,
+) -> (Tensor4<T>, BatchStatistics) {
+    batch_norm(x, gamma, beta, epsilon, true)
+}
+
+fn batch_norm<T: Tape<f32, Cpu>>(
+    x: Tensor4<T>,
+    gamma: &Tensor1,
+    beta: &Tensor1,
+    epsilon: f32,
+    relu: bool,
+) -> (Tensor4<T>, BatchStatistics) {
     let shape @ (batch, channels, height, width) = *x.shape();
     assert_eq!(gamma.shape().0, channels, "one gamma per channel");
     assert_eq!(beta.shape().0, channels, "one beta per channel");
@@ -44,6 +66,7 @@ pub fn cpu_batch_norm2d<T: Tape<f32, Cpu>>(
         "batch normalization of an empty batch"
     );
     let plane = height * width;
+    let image = channels * plane;
     let count = (batch * plane) as f64;
     let (x, mut tape) = x.split_tape();
     let device = x.device().clone();
@@ -51,56 +74,114 @@ pub fn cpu_batch_norm2d<T: Tape<f32, Cpu>>(
     let (gammas, betas) = (contiguous_values(gamma), contiguous_values(beta));
     let layout = (channels, plane);
     // Per channel: mean, variance, 1/sqrt(variance + epsilon).
-    let stats: Vec<(f64, f64, f32)> = (0..channels)
+    let stats: Vec<(f32, f64, f32)> = (0..channels)
         .into_par_iter()
         .map(|c| {
-            let mean = channel(&xs, c, layout).map(|&v| v as f64).sum::<f64>() / count;
-            let variance = channel(&xs, c, layout)
-                .map(|&v| (v as f64 - mean).powi(2))
-                .sum::<f64>()
-                / count;
-            (
-                mean,
-                variance,
-                (1.0 / (variance + epsilon as f64).sqrt()) as f32,
-            )
+            let sum: f64 = planes(&xs, c, layout)
+                .map(|p| p.iter().sum::<f32>() as f64)
+                .sum();
+            let mean = (sum / count) as f32;
+            let squares: f64 = planes(&xs, c, layout)
+                .map(|p| p.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() as f64)
+                .sum();
+            let variance = squares / count;
+            let inv_std = (1.0 / (variance + epsilon as f64).sqrt()) as f32;
+            (mean, variance, inv_std)
         })
         .collect();
-    let mut normalized = vec![0.0f32; xs.len()];
+    // y = x * scale + shift per channel.
+    let affine: Vec<(f32, f32)> = stats
+        .iter()
+        .zip(gammas.iter().zip(betas.iter()))
+        .map(|(&(mean, _, inv_std), (&g, &b))| (g * inv_std, b - mean * g * inv_std))
+        .collect();
     let mut ys = vec![0.0f32; xs.len()];
-    for (i, ((n, y), &v)) in normalized.iter_mut().zip(&mut ys).zip(&xs).enumerate() {
-        let c = (i / plane) % channels;
-        let (mean, _, inv_std) = stats[c];
-        *n = (v - mean as f32) * inv_std;
-        *y = gammas[c] * *n + betas[c];
-    }
+    ys.par_chunks_mut(image)
+        .zip(xs.par_chunks(image))
+        .for_each(|(y_image, x_image)| {
+            for ((y_plane, x_plane), &(scale, shift)) in y_image
+                .chunks_exact_mut(plane)
+                .zip(x_image.chunks_exact(plane))
+                .zip(&affine)
+            {
+                for (y, &v) in y_plane.iter_mut().zip(x_plane) {
+                    let z = v * scale + shift;
+                    *y = if relu { z.max(0.0) } else { z };
+                }
+            }
+        });
     let statistics = BatchStatistics {
-        mean: stats.iter().map(|s| s.0 as f32).collect(),
+        mean: stats.iter().map(|s| s.0).collect(),
         variance: stats.iter().map(|s| s.1 as f32).collect(),
     };
     let out = device.tensor_from_vec(ys, shape);
     if T::OWNS_TAPE {
         let (x_ref, g_ref, b_ref, out_ref) = (x.clone(), gamma.clone(), beta.clone(), out.clone());
         tape.add_backward_op(move |grads| {
-            let dy = take_output_grad(grads, &out_ref)?;
+            let mut dy = take_output_grad(grads, &out_ref)?;
+            if relu {
+                // The ReLU passes gradient only where its output was positive (recomputed from
+                // the input: cheaper than copying the output back).
+                dy.par_chunks_mut(image).zip(xs.par_chunks(image)).for_each(
+                    |(d_image, x_image)| {
+                        for ((d_plane, x_plane), &(scale, shift)) in d_image
+                            .chunks_exact_mut(plane)
+                            .zip(x_image.chunks_exact(plane))
+                            .zip(&affine)
+                        {
+                            for (d, &v) in d_plane.iter_mut().zip(x_plane) {
+                                if v * scale + shift <= 0.0 {
+                                    *d = 0.0;
+                                }
+                            }
+                        }
+                    },
+                );
+            }
             // Per channel: sum(dy), sum(dy * normalized).
             let sums: Vec<(f64, f64)> = (0..channels)
                 .into_par_iter()
                 .map(|c| {
-                    channel(&dy, c, layout)
-                        .zip(channel(&normalized, c, layout))
-                        .fold((0.0, 0.0), |(s, sn), (&g, &n)| {
-                            (s + g as f64, sn + (g * n) as f64)
-                        })
+                    let (mean, _, inv_std) = stats[c];
+                    planes(&dy, c, layout).zip(planes(&xs, c, layout)).fold(
+                        (0.0, 0.0),
+                        |(s, sn), (g, v)| {
+                            let (ps, psn) =
+                                g.iter().zip(v).fold((0.0f32, 0.0f32), |(a, b), (&g, &v)| {
+                                    (a + g, b + g * (v - mean) * inv_std)
+                                });
+                            (s + ps as f64, sn + psn as f64)
+                        },
+                    )
+                })
+                .collect();
+            // dx = gamma * inv_std / n * (n * dy - sum(dy) - normalized * sum(dy * normalized))
+            let coefficients: Vec<(f32, f32, f32, f32)> = (0..channels)
+                .map(|c| {
+                    let (mean, _, inv_std) = stats[c];
+                    let scale = gammas[c] * inv_std;
+                    let (sum, sum_n) = sums[c];
+                    (scale, (sum / count) as f32, (sum_n / count) as f32, mean)
                 })
                 .collect();
             let mut dx = vec![0.0f32; dy.len()];
-            for (i, d) in dx.iter_mut().enumerate() {
-                let c = (i / plane) % channels;
-                let (sum, sum_n) = sums[c];
-                let scale = gammas[c] * stats[c].2 / count as f32;
-                *d = scale * (count as f32 * dy[i] - sum as f32 - normalized[i] * sum_n as f32);
-            }
+            dx.par_chunks_mut(image)
+                .zip(dy.par_chunks(image).zip(xs.par_chunks(image)))
+                .for_each(|(dx_image, (dy_image, x_image))| {
+                    for (c, ((dx_plane, dy_plane), x_plane)) in dx_image
+                        .chunks_exact_mut(plane)
+                        .zip(dy_image.chunks_exact(plane))
+                        .zip(x_image.chunks_exact(plane))
+                        .enumerate()
+                    {
+                        let (scale, mean_dy, mean_dyn, mean) = coefficients[c];
+                        let inv_std = stats[c].2;
+                        for ((d, &g), &v) in dx_plane.iter_mut().zip(dy_plane).zip(x_plane) {
+                            let normalized = (v - mean) * inv_std;
+                            *d = scale * (g - mean_dy - normalized * mean_dyn);
+                        }
+                    }
+                });
             let dgamma: Vec<f32> = sums.iter().map(|s| s.1 as f32).collect();
             let dbeta: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
             accumulate_grad(grads, &g_ref, &dgamma)?;
@@ -111,7 +192,6 @@ pub fn cpu_batch_norm2d<T: Tape<f32, Cpu>>(
     }
     (out.put_tape(tape), statistics)
 }
-
 /// Keras' running averages: `moving = moving * momentum + batch * (1 - momentum)`, for the
 /// mean and the (biased) variance (Keras' default momentum: 0.99).
 pub fn update_moving_statistics(

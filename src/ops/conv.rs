@@ -4,6 +4,7 @@ use dfdx::prelude::*;
 use rayon::prelude::*;
 
 use super::matmul::{matmul, MatRef};
+use super::scratch;
 use super::{
     accumulate_grad, check_conv2d_args, contiguous_values, output_size, take_output_grad, Tensor1,
     Tensor4,
@@ -188,17 +189,22 @@ impl Conv2dGeometry {
     }
 }
 
-/// Moves a group's (O, n*P) matrix into n images of (O, P), or back when `to_group`.
-fn regroup(group: &mut [f32], images: &mut [f32], channels: usize, plane: usize, to_group: bool) {
+/// Moves a group's (O, n*P) matrix into n images of (O, P).
+fn ungroup(group: &[f32], images: &mut [f32], channels: usize, plane: usize) {
     let n = images.len() / (channels * plane).max(1);
     for (i, image) in images.chunks_exact_mut(channels * plane).enumerate() {
         for (o, row) in image.chunks_exact_mut(plane).enumerate() {
-            let g = &mut group[(o * n + i) * plane..(o * n + i + 1) * plane];
-            if to_group {
-                g.copy_from_slice(row);
-            } else {
-                row.copy_from_slice(g);
-            }
+            row.copy_from_slice(&group[(o * n + i) * plane..(o * n + i + 1) * plane]);
+        }
+    }
+}
+
+/// Moves n images of (O, P) into a group's (O, n*P) matrix.
+fn to_group(images: &[f32], group: &mut [f32], channels: usize, plane: usize) {
+    let n = images.len() / (channels * plane).max(1);
+    for (i, image) in images.chunks_exact(channels * plane).enumerate() {
+        for (o, row) in image.chunks_exact(plane).enumerate() {
+            group[(o * n + i) * plane..(o * n + i + 1) * plane].copy_from_slice(row);
         }
     }
 }
@@ -239,8 +245,9 @@ pub fn cpu_conv2d<T: Tape<f32, Cpu>>(
 
     let mut output = vec![0.0f32; batch * geom.out_image()];
     let keep_cols = T::OWNS_TAPE && !geom.is_pointwise();
+    // Every element is written by im2col before it is read: a reused buffer will do.
     let mut saved_cols = if keep_cols {
-        vec![0.0f32; batch * patch * plane]
+        scratch::take(batch * patch * plane)
     } else {
         Vec::new()
     };
@@ -274,33 +281,34 @@ pub fn cpu_conv2d<T: Tape<f32, Cpu>>(
                 MatRef::row_major(cols, n * plane),
             );
             if !single {
-                regroup(gemm_out, out, out_channels, plane, false);
+                ungroup(gemm_out, out, out_channels, plane);
             }
         };
     let groups = input.par_chunks(group_in.max(1));
     let outs = output.par_chunks_mut(group_out.max(1));
-    let scratch = || {
-        let cols = if cols_are_input || keep_cols {
-            0
-        } else {
-            group * patch * plane
-        };
-        let gemm_out = if group == 1 { 0 } else { group_out };
-        (vec![0.0f32; cols], vec![0.0f32; gemm_out])
-    };
+    // Per-thread buffers (both are overwritten before they are read).
+    let gemm_out_len = if group == 1 { 0 } else { group_out };
     if keep_cols {
         groups
             .zip(outs)
             .zip(saved_cols.par_chunks_mut(group * patch * plane))
-            .for_each_init(scratch, |(_, gemm_out), ((images, out), cols)| {
-                forward_group(images, cols, gemm_out, out)
+            .for_each(|((images, out), cols)| {
+                let mut gemm_out = scratch::take(gemm_out_len);
+                forward_group(images, cols, &mut gemm_out, out);
+                scratch::give(gemm_out);
             });
     } else {
-        groups
-            .zip(outs)
-            .for_each_init(scratch, |(cols, gemm_out), (images, out)| {
-                forward_group(images, cols, gemm_out, out)
-            });
+        let cols_len = if cols_are_input {
+            0
+        } else {
+            group * patch * plane
+        };
+        groups.zip(outs).for_each(|(images, out)| {
+            let (mut cols, mut gemm_out) = (scratch::take(cols_len), scratch::take(gemm_out_len));
+            forward_group(images, &mut cols, &mut gemm_out, out);
+            scratch::give(cols);
+            scratch::give(gemm_out);
+        });
     }
     let out = device.tensor_from_vec(
         output,
@@ -337,26 +345,20 @@ pub fn cpu_conv2d<T: Tape<f32, Cpu>>(
                     let n = group.min(batch - first);
                     let dy_images =
                         &grad_out[first * geom.out_image()..(first + n) * geom.out_image()];
-                    let mut dy_group;
+                    let mut dy_group = Vec::new();
                     let dy: &[f32] = if n == 1 {
                         dy_images
                     } else {
-                        dy_group = vec![0.0f32; out_channels * n * plane];
-                        regroup(
-                            &mut dy_group,
-                            &mut dy_images.to_vec(),
-                            out_channels,
-                            plane,
-                            true,
-                        );
+                        dy_group = scratch::take(out_channels * n * plane);
+                        to_group(dy_images, &mut dy_group, out_channels, plane);
                         &dy_group
                     };
                     let images = &input[first * geom.in_image()..(first + n) * geom.in_image()];
-                    let mut built;
+                    let mut built = Vec::new();
                     let cols: &[f32] = if cols_are_input {
                         images
                     } else if geom.is_pointwise() {
-                        built = vec![0.0f32; patch * n * plane];
+                        built = scratch::take(patch * n * plane);
                         geom.group_cols(images, &mut built);
                         &built
                     } else {
@@ -379,7 +381,7 @@ pub fn cpu_conv2d<T: Tape<f32, Cpu>>(
                         if cols_are_input {
                             matmul(patch, plane, out_channels, dx, false, w_t, dy);
                         } else {
-                            let mut dcols = vec![0.0f32; patch * n * plane];
+                            let mut dcols = scratch::take(patch * n * plane);
                             matmul(patch, n * plane, out_channels, &mut dcols, false, w_t, dy);
                             for (i, dx) in dx.chunks_exact_mut(geom.in_image()).enumerate() {
                                 let dcols = &dcols[i * plane..];
@@ -392,11 +394,15 @@ pub fn cpu_conv2d<T: Tape<f32, Cpu>>(
                                     geom.col2im_add(dcols, dx, n * plane);
                                 }
                             }
+                            scratch::give(dcols);
                         }
                     }
+                    scratch::give(dy_group);
+                    scratch::give(built);
                     partial
                 })
                 .collect();
+            scratch::give(saved_cols);
             let mut grad_weight = vec![0.0f32; out_channels * patch];
             for partial in &partials {
                 for (g, p) in grad_weight.iter_mut().zip(partial) {

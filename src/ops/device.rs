@@ -53,6 +53,18 @@ pub trait ModelDevice: Device<f32> + 'static {
         composite::batch_norm2d(x, gamma, beta, epsilon)
     }
 
+    /// `relu(batch_norm2d(x))`, with the batch's statistics (see
+    /// [`super::cpu_batch_norm_relu2d`]).
+    fn batch_norm_relu2d<T: Tape<f32, Self>>(
+        x: Tensor4<T, Self>,
+        gamma: &Tensor1<NoneTape, Self>,
+        beta: &Tensor1<NoneTape, Self>,
+        epsilon: f32,
+    ) -> (Tensor4<T, Self>, super::BatchStatistics) {
+        let (y, statistics) = composite::batch_norm2d(x, gamma, beta, epsilon);
+        (y.relu(), statistics)
+    }
+
     /// See [`super::add_activations`].
     fn add_activations(
         a: Tensor4<NoneTape, Self>,
@@ -160,6 +172,21 @@ impl ModelDevice for Cpu {
         match cpu_ops() {
             CpuOps::Custom => super::cpu_batch_norm2d(x, gamma, beta, epsilon),
             CpuOps::Composite => composite::batch_norm2d(x, gamma, beta, epsilon),
+        }
+    }
+
+    fn batch_norm_relu2d<T: Tape<f32, Self>>(
+        x: Tensor4<T, Self>,
+        gamma: &Tensor1,
+        beta: &Tensor1,
+        epsilon: f32,
+    ) -> (Tensor4<T, Self>, super::BatchStatistics) {
+        match cpu_ops() {
+            CpuOps::Custom => super::cpu_batch_norm_relu2d(x, gamma, beta, epsilon),
+            CpuOps::Composite => {
+                let (y, statistics) = composite::batch_norm2d(x, gamma, beta, epsilon);
+                (y.relu(), statistics)
+            }
         }
     }
 

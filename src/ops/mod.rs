@@ -16,8 +16,11 @@ mod conv;
 mod device;
 mod matmul;
 mod pool;
+mod scratch;
 
-pub use batch_norm::{cpu_batch_norm2d, update_moving_statistics, BatchStatistics};
+pub use batch_norm::{
+    cpu_batch_norm2d, cpu_batch_norm_relu2d, update_moving_statistics, BatchStatistics,
+};
 pub use conv::{cpu_conv2d, Conv2dGeometry, InputGrad};
 #[cfg(feature = "cuda")]
 pub use device::cuda_device;
@@ -61,6 +64,17 @@ pub fn batch_norm2d<D: ModelDevice, T: Tape<f32, D>>(
     epsilon: f32,
 ) -> (Tensor4<T, D>, BatchStatistics) {
     D::batch_norm2d(x, gamma, beta, epsilon)
+}
+
+/// `relu(batch_norm2d(x))` in training mode, in one pass where the device has a fused op (the
+/// CPU), with the batch's statistics.
+pub fn batch_norm_relu2d<D: ModelDevice, T: Tape<f32, D>>(
+    x: Tensor4<T, D>,
+    gamma: &Tensor1<NoneTape, D>,
+    beta: &Tensor1<NoneTape, D>,
+    epsilon: f32,
+) -> (Tensor4<T, D>, BatchStatistics) {
+    D::batch_norm_relu2d(x, gamma, beta, epsilon)
 }
 
 /// Max-pooling of `x` (B, C, H, W) with a square window, on whichever device `x` lives.
