@@ -104,6 +104,8 @@ fn check_conv(c: Case) {
         InputGrad::Compute,
     );
     let shape = *out.shape();
+    // Inference (no tape) computes the same values.
+    let inference = conv2d(x.clone(), &w, &b, c.stride, c.padding, InputGrad::Compute).as_vec();
     let upstream_data = random(&mut rng, shape.num_elements());
     let upstream: Tensor4 = dev.tensor_from_vec(upstream_data.clone(), shape);
     let out_values = out.as_vec();
@@ -115,6 +117,7 @@ fn check_conv(c: Case) {
         c.kernel, c.stride, c.padding, c.batch, c.channels, c.height, c.width, c.filters
     );
     assert_close(&format!("{tag} output"), &out_values, &r_out, 1e-5);
+    assert_close(&format!("{tag} inference output"), &inference, &r_out, 1e-5);
     assert_close(
         &format!("{tag} d_input"),
         &grads.get(&x).as_vec(),
