@@ -432,3 +432,42 @@ fn report_runs_the_whole_study_and_reuses_finished_stages() {
 fn num_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// `bench --model modern-cnn` times the modern CNN's epochs (one row per epoch, on stdout), and
+/// refuses a peer comparison it has no script for before reading any data.
+#[test]
+fn bench_times_modern_cnn_epochs_and_refuses_peers_for_it() {
+    let s = sample();
+    let out = stdout_of(&[
+        "bench",
+        "--data",
+        s.to_str().unwrap(),
+        "--model",
+        "modern-cnn",
+        "--images",
+        "128",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "2",
+    ]);
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("fashion-mnist modern CNN"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(rows[1].split_whitespace().any(|v| v == "128"), "{out}");
+
+    let refused = run(&[
+        "bench",
+        "--data",
+        "/nonexistent",
+        "--model",
+        "modern-cnn",
+        "--keras",
+        "python3",
+    ]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("no peer script for the modern CNN"), "{err}");
+}

@@ -5,11 +5,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use fashion_mnist::data::prepare::{self, Prepared};
 use fashion_mnist::data::{self, FashionMnist};
-use fashion_mnist::models::{DenseHead, HeadConfig, LeNet5, LeNet5Config};
+use fashion_mnist::models::{
+    DenseHead, HeadConfig, LeNet5, LeNet5Config, ModernCnn, ModernCnnConfig,
+};
 use fashion_mnist::ops::{DeviceChoice, ModelDevice};
+use fashion_mnist::pipeline::modern_cnn::ModernCnnStage;
 use fashion_mnist::training::{self, TrainConfig};
 use fashion_mnist::transfer::{
     self, Architecture, FeatureSettings, FeatureStage, LoadedBackbone, Preprocessing,
@@ -30,6 +33,10 @@ pub struct BenchArgs {
     /// Epochs to time (the first includes warm-up)
     #[arg(long, default_value_t = 2)]
     pub epochs: usize,
+    /// The from-scratch model whose training epochs are timed (modern-cnn: with its augmentation
+    /// and schedule; its own batch is 64, pass --batch-size 64)
+    #[arg(long, value_enum, default_value = "lenet5", conflicts_with_all = ["backbone", "all"])]
+    model: ScratchModel,
     /// Python with TensorFlow: also time the walkthrough's Keras code on the same machine
     #[arg(long, value_name = "PYTHON")]
     pub keras: Option<PathBuf>,
@@ -54,6 +61,12 @@ pub struct BenchArgs {
     write: PathBuf,
 }
 
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum ScratchModel {
+    Lenet5,
+    ModernCnn,
+}
+
 /// One measured row: who, what, value.
 pub struct Row {
     pub system: String,
@@ -62,6 +75,9 @@ pub struct Row {
 }
 
 pub fn run(args: BenchArgs, device: DeviceChoice) -> Result<()> {
+    if args.model == ScratchModel::ModernCnn && (args.keras.is_some() || args.torch.is_some()) {
+        bail!("--keras and --torch time LeNet-5 only: there is no peer script for the modern CNN");
+    }
     if let Some(backbone) = &args.backbone {
         return run_transfer_bench(&args, parse_architecture(backbone)?, device);
     }
@@ -96,7 +112,8 @@ pub fn run(args: BenchArgs, device: DeviceChoice) -> Result<()> {
     Ok(())
 }
 
-/// Our LeNet-5 epochs on the walkthrough's training split (the first `--images` of it).
+/// Our LeNet-5 (or, with `--model modern-cnn`, modern CNN) epochs on the walkthrough's
+/// training split (the first `--images` of it).
 pub(super) fn lenet5_epochs(
     args: &BenchArgs,
     loaded: &FashionMnist,
@@ -112,10 +129,19 @@ pub(super) fn lenet5_epochs(
         .take(args.images)
         .collect();
     let train = all.subset(&indices);
-    let config = TrainConfig {
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        ..TrainConfig::default()
+    let modern = args.model == ScratchModel::ModernCnn;
+    let config = if modern {
+        TrainConfig {
+            batch_size: args.batch_size,
+            early_stopping: None,
+            ..ModernCnnStage::recommended(args.epochs, 42).train
+        }
+    } else {
+        TrainConfig {
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            ..TrainConfig::default()
+        }
     };
     let (history, described) = fashion_mnist::on_device!(device, d => {
         eprintln!(
@@ -125,11 +151,17 @@ pub(super) fn lenet5_epochs(
             args.batch_size,
             d.describe()
         );
-        let mut model = LeNet5::new(d, LeNet5Config::default(), 42);
-        let history = training::fit(&mut model, &train, None, &config, &mut training::Silent)?;
+        let history = if modern {
+            let mut model = ModernCnn::new(d, ModernCnnConfig::default(), 42);
+            training::fit(&mut model, &train, None, &config, &mut training::Silent)?
+        } else {
+            let mut model = LeNet5::new(d, LeNet5Config::default(), 42);
+            training::fit(&mut model, &train, None, &config, &mut training::Silent)?
+        };
         (history, d.describe())
     })?;
-    let system = format!("fashion-mnist (dfdx, {described})");
+    let name = if modern { " modern CNN" } else { "" };
+    let system = format!("fashion-mnist{name} (dfdx, {described})");
     Ok(history
         .epochs
         .iter()
