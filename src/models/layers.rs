@@ -205,7 +205,7 @@ impl<D: ModelDevice> BatchNorm2d<D> {
         let n = &self.norm;
         if T::OWNS_TAPE {
             let (y, statistics) = crate::ops::batch_norm2d(x, &n.gamma, &n.beta, n.epsilon);
-            *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(statistics);
+            self.keep_for_after_step(statistics);
             return y;
         }
         // Inference: one scale and shift per channel from the running averages.
@@ -231,10 +231,15 @@ impl<D: ModelDevice> BatchNorm2d<D> {
         let n = &self.norm;
         if T::OWNS_TAPE {
             let (y, statistics) = crate::ops::batch_norm_relu2d(x, &n.gamma, &n.beta, n.epsilon);
-            *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(statistics);
+            self.keep_for_after_step(statistics);
             return y;
         }
         self.forward(x).relu()
+    }
+
+    /// The training batch's statistics, for [`Self::apply_batch_statistics`].
+    fn keep_for_after_step(&self, statistics: crate::ops::BatchStatistics) {
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(statistics);
     }
 
     /// Folds the last training batch's statistics into the running averages (in place: the

@@ -30,6 +30,28 @@ fn planes(
         .map(move |image| &image[c * plane..(c + 1) * plane])
 }
 
+/// Calls `f(channel, dst_plane, src_plane)` for every image's channel planes of two (B, C, H, W)
+/// buffers, images in parallel.
+fn for_each_plane(
+    dst: &mut [f32],
+    src: &[f32],
+    (channels, plane): (usize, usize),
+    f: impl Fn(usize, &mut [f32], &[f32]) + Sync,
+) {
+    let image = channels * plane;
+    dst.par_chunks_mut(image)
+        .zip(src.par_chunks(image))
+        .for_each(|(dst_image, src_image)| {
+            for (c, (d, s)) in dst_image
+                .chunks_exact_mut(plane)
+                .zip(src_image.chunks_exact(plane))
+                .enumerate()
+            {
+                f(c, d, s);
+            }
+        });
+}
+
 /// `gamma * (x - mean) / sqrt(variance + epsilon) + beta` per channel of `x` (B, C, H, W),
 /// with the batch's statistics, and those statistics.
 pub fn cpu_batch_norm2d<T: Tape<f32, Cpu>>(
@@ -66,7 +88,6 @@ fn batch_norm<T: Tape<f32, Cpu>>(
         "batch normalization of an empty batch"
     );
     let plane = height * width;
-    let image = channels * plane;
     let count = (batch * plane) as f64;
     let (x, mut tape) = x.split_tape();
     let device = x.device().clone();
@@ -96,20 +117,13 @@ fn batch_norm<T: Tape<f32, Cpu>>(
         .map(|(&(mean, _, inv_std), (&g, &b))| (g * inv_std, b - mean * g * inv_std))
         .collect();
     let mut ys = vec![0.0f32; xs.len()];
-    ys.par_chunks_mut(image)
-        .zip(xs.par_chunks(image))
-        .for_each(|(y_image, x_image)| {
-            for ((y_plane, x_plane), &(scale, shift)) in y_image
-                .chunks_exact_mut(plane)
-                .zip(x_image.chunks_exact(plane))
-                .zip(&affine)
-            {
-                for (y, &v) in y_plane.iter_mut().zip(x_plane) {
-                    let z = v * scale + shift;
-                    *y = if relu { z.max(0.0) } else { z };
-                }
-            }
-        });
+    for_each_plane(&mut ys, &xs, layout, |c, y_plane, x_plane| {
+        let (scale, shift) = affine[c];
+        for (y, &v) in y_plane.iter_mut().zip(x_plane) {
+            let z = v * scale + shift;
+            *y = if relu { z.max(0.0) } else { z };
+        }
+    });
     let statistics = BatchStatistics {
         mean: stats.iter().map(|s| s.0).collect(),
         variance: stats.iter().map(|s| s.1 as f32).collect(),
@@ -122,21 +136,14 @@ fn batch_norm<T: Tape<f32, Cpu>>(
             if relu {
                 // The ReLU passes gradient only where its output was positive (recomputed from
                 // the input: cheaper than copying the output back).
-                dy.par_chunks_mut(image).zip(xs.par_chunks(image)).for_each(
-                    |(d_image, x_image)| {
-                        for ((d_plane, x_plane), &(scale, shift)) in d_image
-                            .chunks_exact_mut(plane)
-                            .zip(x_image.chunks_exact(plane))
-                            .zip(&affine)
-                        {
-                            for (d, &v) in d_plane.iter_mut().zip(x_plane) {
-                                if v * scale + shift <= 0.0 {
-                                    *d = 0.0;
-                                }
-                            }
+                for_each_plane(&mut dy, &xs, layout, |c, d_plane, x_plane| {
+                    let (scale, shift) = affine[c];
+                    for (d, &v) in d_plane.iter_mut().zip(x_plane) {
+                        if v * scale + shift <= 0.0 {
+                            *d = 0.0;
                         }
-                    },
-                );
+                    }
+                });
             }
             // Per channel: sum(dy), sum(dy * normalized).
             let sums: Vec<(f64, f64)> = (0..channels)
@@ -155,33 +162,22 @@ fn batch_norm<T: Tape<f32, Cpu>>(
                     )
                 })
                 .collect();
-            // dx = gamma * inv_std / n * (n * dy - sum(dy) - normalized * sum(dy * normalized))
-            let coefficients: Vec<(f32, f32, f32, f32)> = (0..channels)
-                .map(|c| {
-                    let (mean, _, inv_std) = stats[c];
-                    let scale = gammas[c] * inv_std;
-                    let (sum, sum_n) = sums[c];
-                    (scale, (sum / count) as f32, (sum_n / count) as f32, mean)
-                })
+            // dx = gamma * inv_std / n * (n * dy - sum(dy) - normalized * sum(dy * normalized)),
+            // computed in place of dy (each element reads only its own dy).
+            let means: Vec<(f32, f32)> = sums
+                .iter()
+                .map(|&(sum, sum_n)| ((sum / count) as f32, (sum_n / count) as f32))
                 .collect();
-            let mut dx = vec![0.0f32; dy.len()];
-            dx.par_chunks_mut(image)
-                .zip(dy.par_chunks(image).zip(xs.par_chunks(image)))
-                .for_each(|(dx_image, (dy_image, x_image))| {
-                    for (c, ((dx_plane, dy_plane), x_plane)) in dx_image
-                        .chunks_exact_mut(plane)
-                        .zip(dy_image.chunks_exact(plane))
-                        .zip(x_image.chunks_exact(plane))
-                        .enumerate()
-                    {
-                        let (scale, mean_dy, mean_dyn, mean) = coefficients[c];
-                        let inv_std = stats[c].2;
-                        for ((d, &g), &v) in dx_plane.iter_mut().zip(dy_plane).zip(x_plane) {
-                            let normalized = (v - mean) * inv_std;
-                            *d = scale * (g - mean_dy - normalized * mean_dyn);
-                        }
-                    }
-                });
+            let mut dx = dy;
+            for_each_plane(&mut dx, &xs, layout, |c, d_plane, x_plane| {
+                let (mean, _, inv_std) = stats[c];
+                let scale = gammas[c] * inv_std;
+                let (mean_dy, mean_dyn) = means[c];
+                for (d, &v) in d_plane.iter_mut().zip(x_plane) {
+                    let normalized = (v - mean) * inv_std;
+                    *d = scale * (*d - mean_dy - normalized * mean_dyn);
+                }
+            });
             let dgamma: Vec<f32> = sums.iter().map(|s| s.1 as f32).collect();
             let dbeta: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
             accumulate_grad(grads, &g_ref, &dgamma)?;
@@ -192,6 +188,7 @@ fn batch_norm<T: Tape<f32, Cpu>>(
     }
     (out.put_tape(tape), statistics)
 }
+
 /// Keras' running averages: `moving = moving * momentum + batch * (1 - momentum)`, for the
 /// mean and the (biased) variance (Keras' default momentum: 0.99).
 pub fn update_moving_statistics(

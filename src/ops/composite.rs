@@ -328,3 +328,14 @@ pub fn batch_norm2d<D: Device<f32>, T: Tape<f32, D>>(
         statistics,
     )
 }
+
+/// `relu(batch_norm2d(x))` from dfdx's ops (what GPUs run; see `cpu_batch_norm_relu2d`).
+pub fn batch_norm_relu2d<D: Device<f32>, T: Tape<f32, D>>(
+    x: Tensor4<T, D>,
+    gamma: &Tensor1<NoneTape, D>,
+    beta: &Tensor1<NoneTape, D>,
+    epsilon: f32,
+) -> (Tensor4<T, D>, super::BatchStatistics) {
+    let (y, statistics) = batch_norm2d(x, gamma, beta, epsilon);
+    (y.relu(), statistics)
+}

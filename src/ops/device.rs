@@ -61,8 +61,7 @@ pub trait ModelDevice: Device<f32> + 'static {
         beta: &Tensor1<NoneTape, Self>,
         epsilon: f32,
     ) -> (Tensor4<T, Self>, super::BatchStatistics) {
-        let (y, statistics) = composite::batch_norm2d(x, gamma, beta, epsilon);
-        (y.relu(), statistics)
+        composite::batch_norm_relu2d(x, gamma, beta, epsilon)
     }
 
     /// See [`super::add_activations`].
@@ -183,10 +182,7 @@ impl ModelDevice for Cpu {
     ) -> (Tensor4<T, Self>, super::BatchStatistics) {
         match cpu_ops() {
             CpuOps::Custom => super::cpu_batch_norm_relu2d(x, gamma, beta, epsilon),
-            CpuOps::Composite => {
-                let (y, statistics) = composite::batch_norm2d(x, gamma, beta, epsilon);
-                (y.relu(), statistics)
-            }
+            CpuOps::Composite => composite::batch_norm_relu2d(x, gamma, beta, epsilon),
         }
     }
 
