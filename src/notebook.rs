@@ -545,11 +545,7 @@ pub fn study_curves(results: &StudyResults) -> Result<Chart, PlotError> {
         .chain(&results.resnet50.results)
     {
         let stage = o.final_stage();
-        let name = if o.fine_tune.is_some() {
-            format!("{} + fine-tuned", o.label)
-        } else {
-            o.label.clone()
-        };
+        let name = o.fine_tuned_label().unwrap_or_else(|| o.label.clone());
         runs.push((name, &stage.history));
     }
     let named: Vec<(&str, &History)> = runs.iter().map(|(n, h)| (n.as_str(), *h)).collect();

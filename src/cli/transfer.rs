@@ -1,5 +1,5 @@
 //! `transfer`: the walkthrough's heads on a frozen VGG-16 / ResNet-50, optionally VGG-16's
-//! block 5 fine-tuned after.
+//! block 5 (or the whole network) fine-tuned after.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -60,8 +60,14 @@ pub struct TransferArgs {
     /// After the head: train VGG-16's block 5 with the head for N epochs (0: no fine-tuning)
     #[arg(long, default_value_t = 0)]
     fine_tune_epochs: usize,
-    #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true)]
-    fine_tune_learning_rate: f64,
+    /// Fine-tune all of VGG-16 end to end (on images: every step runs the whole network),
+    /// batches of 64, cosine schedule with warm-up, instead of block 5 alone
+    #[arg(long)]
+    fine_tune_all: bool,
+    /// Fine-tuning learning rate (peak rate with --fine-tune-all) [default: 1e-5, or 1e-4
+    /// with --fine-tune-all]
+    #[arg(long, allow_negative_numbers = true)]
+    fine_tune_learning_rate: Option<f64>,
     /// Fine-tune without mirrored images
     #[arg(long)]
     no_mirror: bool,
@@ -109,18 +115,33 @@ fn stage_config(args: &TransferArgs, architecture: Architecture) -> Result<Trans
         .optimizer
         .train_config(args.epochs, args.subset.seed, stopping);
     settings_ok(head.validate())?;
-    let rate = args.fine_tune_learning_rate;
+    let mut fine_tune = if args.fine_tune_all {
+        FineTuneConfig::end_to_end(args.fine_tune_epochs)
+    } else {
+        FineTuneConfig {
+            epochs: args.fine_tune_epochs,
+            ..FineTuneConfig::default()
+        }
+    };
+    fine_tune.mirror = !args.no_mirror;
+    let rate = args
+        .fine_tune_learning_rate
+        .unwrap_or(fine_tune.learning_rate);
+    fine_tune.learning_rate = rate;
+    if args.fine_tune_all && args.fine_tune_epochs == 0 {
+        usage!("--fine-tune-all needs --fine-tune-epochs N (N >= 1)");
+    }
     if args.fine_tune_epochs > 0 && !(rate.is_finite() && rate > 0.0) {
         usage!("--fine-tune-learning-rate must be a positive number, got {rate}");
     }
-    if args.side < 28 {
+    if args.side < 32 || !args.side.is_multiple_of(32) {
         usage!(
-            "--side must be at least 28 (the images are 28x28), got {}",
+            "--side must be a multiple of 32 (both backbones halve it five times), got {}",
             args.side
         );
     }
     if args.fine_tune_epochs > 0 && architecture != Architecture::Vgg16 {
-        usage!("--fine-tune-epochs: fine-tuning is implemented for VGG-16 (block 5)");
+        usage!("--fine-tune-epochs: fine-tuning is implemented for VGG-16");
     }
     if args.random_init && args.weights.is_some() {
         usage!("--random-init and --weights exclude each other");
@@ -138,12 +159,7 @@ fn stage_config(args: &TransferArgs, architecture: Architecture) -> Result<Trans
             seed: args.subset.seed,
             limit: args.subset.limit,
             head: head.clone(),
-            fine_tune: (args.fine_tune_epochs > 0).then_some(FineTuneConfig {
-                epochs: args.fine_tune_epochs,
-                learning_rate: rate,
-                mirror: !args.no_mirror,
-                early_stopping: None,
-            }),
+            fine_tune: (args.fine_tune_epochs > 0).then(|| fine_tune.clone()),
             ..TransferConfig::walkthrough(architecture, preprocessing)
         })
         .collect();
@@ -213,12 +229,9 @@ fn save_curves(
         plots::training_curves(&outcome.head.history, &outcome.label),
         &out.join(format!("{slug}-head-curves.svg")),
     )?;
-    if let Some(ft) = &outcome.fine_tune {
+    if let (Some(ft), Some(label)) = (&outcome.fine_tune, outcome.fine_tuned_label()) {
         save_chart(
-            plots::training_curves(
-                &ft.history,
-                &format!("{} + fine-tuned block 5", outcome.label),
-            ),
+            plots::training_curves(&ft.history, &label),
             &out.join(format!("{slug}-fine-tune-curves.svg")),
         )?;
     }

@@ -78,12 +78,10 @@ fn transfer_row(o: &TransferOutcome) -> ComparisonRow {
         .replace(" (ImageNet, frozen)", "")
         .replace(" (RANDOM init, frozen: not transfer learning)", " RANDOM")
         .replace(" input", "");
-    let (model, short_name) = match &o.fine_tune {
-        Some(_) => (
-            format!("{} + block 5 fine-tuned", o.label),
-            format!("{short} +ft"),
-        ),
-        None => (o.label.clone(), short),
+    let (model, short_name) = match (o.fine_tuned_label(), &o.config.fine_tune) {
+        (Some(label), Some(ft)) if ft.from_block == 1 => (label, format!("{short} +ft all")),
+        (Some(label), _) => (label, format!("{short} +ft")),
+        _ => (o.label.clone(), short),
     };
     ComparisonRow {
         model,

@@ -298,8 +298,8 @@ pub fn transfer_curves(outcomes: &[&TransferOutcome]) -> Result<Chart, PlotError
     let mut runs: Vec<(String, &History)> = Vec::new();
     for o in outcomes {
         runs.push((o.label.clone(), &o.head.history));
-        if let Some(ft) = &o.fine_tune {
-            runs.push((format!("{} + block 5 fine-tuned", o.label), &ft.history));
+        if let (Some(ft), Some(label)) = (&o.fine_tune, o.fine_tuned_label()) {
+            runs.push((label, &ft.history));
         }
     }
     let named: Vec<(&str, &History)> = runs.iter().map(|(n, h)| (n.as_str(), *h)).collect();

@@ -106,6 +106,15 @@ fn backbone_input(
     rgb
 }
 
+/// Backbone inputs (3, side, side) of `images` (784 bytes each), as [`extract`] feeds them:
+/// what fine-tuning end to end trains on.
+pub fn backbone_inputs(images: &[u8], side: usize, preprocessing: Preprocessing) -> Vec<f32> {
+    images
+        .chunks_exact(IMAGE_PIXELS)
+        .flat_map(|image| backbone_input(image, side, false, preprocessing))
+        .collect()
+}
+
 /// Where in the backbone features are taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,5 +1,6 @@
-//! Fine-tuning: VGG-16's last block trained together with the head, on cached block-4
-//! features (blocks 1-4 stay frozen, so their output is computed once, like the features).
+//! Fine-tuning: VGG-16 from one block on, trained together with the head. From block 5 it
+//! runs on cached block-4 features (blocks 1-4 stay frozen, so their output is computed once,
+//! like the features); from block 1 it is the whole network trained end to end on images.
 
 use dfdx::prelude::*;
 
@@ -10,27 +11,37 @@ use crate::models::{
 };
 use crate::ops::{flatten, max_pool2d, InputGrad, ModelDevice, Tensor2, Tensor4};
 
-/// VGG-16's block 5 (trainable) and a head, taking `block4_pool` features.
+/// VGG-16's blocks `first_block..=5` (trainable) and a head. The input is what block
+/// `first_block` takes: `block{first_block - 1}_pool` features, or images for block 1.
 #[derive(Clone, Debug)]
-pub struct Vgg16Block5WithHead<D: ModelDevice = Cpu> {
-    pub block5: Vec<Conv<D>>,
+pub struct Vgg16FineTuned<D: ModelDevice = Cpu> {
+    /// The trained blocks' convolutions, one list per block.
+    pub blocks: Vec<Vec<Conv<D>>>,
+    pub first_block: usize,
     pub head: DenseHead<D>,
-    /// (channels, height, width) of the block-4 features.
+    /// (channels, height, width) of the input.
     pub input: (usize, usize, usize),
 }
 
-impl<D: ModelDevice> Vgg16Block5WithHead<D> {
-    /// Starts from the backbone's block 5 and a (trained) head.
-    pub fn new(backbone: &Vgg16<D>, head: DenseHead<D>, input: (usize, usize, usize)) -> Self {
-        Vgg16Block5WithHead {
-            block5: backbone.blocks(5..=5),
+impl<D: ModelDevice> Vgg16FineTuned<D> {
+    /// Starts from the backbone's blocks `first_block..=5` and a (trained) head.
+    pub fn new(
+        backbone: &Vgg16<D>,
+        head: DenseHead<D>,
+        first_block: usize,
+        input: (usize, usize, usize),
+    ) -> Self {
+        assert!((1..=5).contains(&first_block), "VGG-16 has blocks 1..=5");
+        Vgg16FineTuned {
+            blocks: (first_block..=5).map(|b| backbone.blocks(b..=b)).collect(),
+            first_block,
             head,
             input,
         }
     }
 
-    fn block5_side(&self) -> usize {
-        self.input.1 / 2
+    fn convs(&self) -> impl Iterator<Item = &Conv<D>> {
+        self.blocks.iter().flatten()
     }
 }
 
@@ -53,71 +64,92 @@ impl<D: ModelDevice, V: ParamVisitorMut<D>> ParamVisitorMut<D> for PrefixedMut<'
     }
 }
 
-impl<D: ModelDevice> Parameters for Vgg16Block5WithHead<D> {
+impl<D: ModelDevice> Parameters for Vgg16FineTuned<D> {
     type Device = D;
 
     fn architecture(&self) -> &'static str {
-        "vgg16_block5_head"
+        match self.first_block {
+            1 => "vgg16_all_blocks_head",
+            5 => "vgg16_block5_head",
+            _ => "vgg16_last_blocks_head",
+        }
     }
 
     fn config_json(&self) -> serde_json::Value {
-        serde_json::json!({ "head": self.head.config, "input": self.input })
+        serde_json::json!({
+            "head": self.head.config,
+            "input": self.input,
+            "first_block": self.first_block,
+        })
     }
 
     fn visit_params<V: ParamVisitor<D>>(&self, visitor: &mut V) -> Result<(), V::Error> {
-        for conv in &self.block5 {
+        for conv in self.convs() {
             conv.visit(visitor)?;
         }
         self.head.visit_params(&mut PrefixedRef(visitor))
     }
 
     fn visit_params_mut<V: ParamVisitorMut<D>>(&mut self, visitor: &mut V) -> Result<(), V::Error> {
-        for conv in &mut self.block5 {
+        for conv in self.blocks.iter_mut().flatten() {
             conv.visit_mut(visitor)?;
         }
         self.head.visit_params_mut(&mut PrefixedMut(visitor))
     }
 }
 
-impl<D: ModelDevice> ImageClassifier for Vgg16Block5WithHead<D> {
+impl<D: ModelDevice> ImageClassifier for Vgg16FineTuned<D> {
     fn input_shape(&self) -> (usize, usize, usize) {
         self.input
     }
 
     fn forward<T: Tape<f32, D>>(&self, mut x: Tensor4<T, D>) -> Tensor2<T, D> {
-        for (i, conv) in self.block5.iter().enumerate() {
-            let input_grad = if i == 0 {
-                InputGrad::Skip
-            } else {
-                InputGrad::Compute
-            };
-            x = conv.forward(x, input_grad).relu();
+        // The input (images or frozen features) needs no gradient.
+        let mut input_grad = InputGrad::Skip;
+        for block in &self.blocks {
+            for conv in block {
+                x = conv.forward(x, input_grad).relu();
+                input_grad = InputGrad::Compute;
+            }
+            x = max_pool2d(x, 2, 2, 0);
         }
-        let x = max_pool2d(x, 2, 2, 0);
         self.head.forward_features(flatten(x))
     }
 
     fn summary(&self) -> ModelSummary {
-        let side = self.block5_side();
-        let mut layers: Vec<LayerSummary> = self
-            .block5
-            .iter()
-            .map(|conv| LayerSummary {
-                name: conv.name.clone(),
-                kind: "Conv2D".into(),
-                output_shape: vec![self.input.1, self.input.2, conv.out_channels()],
-                params: conv.param_count(),
-            })
-            .collect();
-        layers.push(LayerSummary {
-            name: "block5_pool".into(),
-            kind: "MaxPooling2D".into(),
-            output_shape: vec![side, side, self.input.0],
-            params: 0,
-        });
+        let mut side = self.input.1;
+        let mut layers = Vec::new();
+        for (block, convs) in (self.first_block..).zip(&self.blocks) {
+            let mut channels = self.input.0;
+            for conv in convs {
+                channels = conv.out_channels();
+                layers.push(LayerSummary {
+                    name: conv.name.clone(),
+                    kind: "Conv2D".into(),
+                    output_shape: vec![side, side, channels],
+                    params: conv.param_count(),
+                });
+            }
+            side /= 2;
+            layers.push(LayerSummary {
+                name: format!("block{block}_pool"),
+                kind: "MaxPooling2D".into(),
+                output_shape: vec![side, side, channels],
+                params: 0,
+            });
+        }
         layers.extend(self.head.summary().layers);
         ModelSummary {
-            name: "vgg16_block5_fine_tuned".into(),
+            name: match self.first_block {
+                1 => "vgg16_fine_tuned_end_to_end".into(),
+                b => {
+                    if b == 5 {
+                        "vgg16_block5_fine_tuned".into()
+                    } else {
+                        format!("vgg16_blocks{b}to5_fine_tuned")
+                    }
+                }
+            },
             layers,
             non_trainable_params: 0,
         }

@@ -1,6 +1,6 @@
 //! Transfer learning from ImageNet (the walkthrough's part IV): frozen VGG-16 and ResNet-50
 //! backbones, their weights, features cached on disk, heads trained on the features, and
-//! fine-tuning of VGG-16's last block.
+//! fine-tuning of VGG-16: its last block, or the whole network end to end.
 
 pub mod features;
 mod fine_tune;
@@ -10,7 +10,7 @@ pub use features::{
     cached_features, ExtractionRecord, Extractor, FeatureSettings, FeatureStage, Features,
     Preprocessing,
 };
-pub use fine_tune::Vgg16Block5WithHead;
+pub use fine_tune::Vgg16FineTuned;
 pub use weights::{Architecture, LoadedBackbone};
 
 use std::path::Path;
@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use dfdx::prelude::*;
 
+use crate::data::augment::Augmentation;
 use crate::data::prepare::{train_validation_split, Prepared};
 use crate::data::Dataset;
 use crate::error::TrainError;
@@ -25,7 +26,9 @@ use crate::models::{DenseHead, HeadConfig, ImageClassifier, ModelSummary};
 use crate::ops::ModelDevice;
 use crate::progress::Progress;
 use crate::resume::RunKey;
-use crate::training::{self, EarlyStopping, Evaluation, History, TrainConfig};
+use crate::training::{
+    self, EarlyStopping, Evaluation, History, LearningRateSchedule, TrainConfig,
+};
 
 /// Which weights a backbone carries.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -63,16 +66,35 @@ impl WeightsInfo {
     }
 }
 
-/// Fine-tuning after the head: VGG-16's block 5 is unfrozen and trained with the head at a
-/// low learning rate, optionally on mirrored images too.
+/// Fine-tuning after the head: VGG-16 from block `from_block` on is unfrozen and trained with
+/// the head at a low learning rate, optionally on mirrored images too.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FineTuneConfig {
     pub epochs: usize,
     pub learning_rate: f64,
     /// Light augmentation: each epoch, each training image is mirrored left-right with
-    /// probability 1/2 (the mirrored block-4 features are computed and cached once).
+    /// probability 1/2 (for block 5, the mirrored block-4 features are computed and cached
+    /// once).
     pub mirror: bool,
     pub early_stopping: Option<EarlyStopping>,
+    /// The first trained block: 5 (the last block, on cached block-4 features; the default)
+    /// or 1 (the whole network end to end, on images: every step runs all of VGG-16).
+    #[serde(default = "last_block", skip_serializing_if = "is_last_block")]
+    pub from_block: usize,
+    /// Images per step (None: the head's batch size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// The learning rate over the run (constant unless set).
+    #[serde(default, skip_serializing_if = "LearningRateSchedule::is_constant")]
+    pub schedule: LearningRateSchedule,
+}
+
+fn last_block() -> usize {
+    5
+}
+
+fn is_last_block(block: &usize) -> bool {
+    *block == 5
 }
 
 impl Default for FineTuneConfig {
@@ -82,9 +104,41 @@ impl Default for FineTuneConfig {
             learning_rate: 1e-5,
             mirror: true,
             early_stopping: None,
+            from_block: 5,
+            batch_size: None,
+            schedule: LearningRateSchedule::Constant,
         }
     }
 }
+
+impl FineTuneConfig {
+    /// VGG-16 fine-tuned end to end, the way a practitioner would: all blocks, Adam with a
+    /// small peak rate on a cosine schedule with warm-up, mirrored images, batches of 64.
+    pub fn end_to_end(epochs: usize) -> Self {
+        FineTuneConfig {
+            epochs,
+            learning_rate: END_TO_END_LEARNING_RATE,
+            mirror: true,
+            early_stopping: None,
+            from_block: 1,
+            batch_size: Some(64),
+            schedule: LearningRateSchedule::Cosine {
+                warmup_fraction: 0.1,
+            },
+        }
+    }
+
+    /// Where the fine-tuning starts, in words.
+    pub fn depth_label(&self) -> &'static str {
+        match self.from_block {
+            1 => "fine-tuned end to end",
+            _ => "block 5 fine-tuned",
+        }
+    }
+}
+
+/// Peak learning rate of [`FineTuneConfig::end_to_end`].
+pub const END_TO_END_LEARNING_RATE: f64 = 1e-4;
 
 /// Settings of one transfer-learning run.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -187,6 +241,18 @@ impl TransferOutcome {
         self.fine_tune.as_ref().unwrap_or(&self.head)
     }
 
+    /// The label of the fine-tuned model, e.g. "VGG-16 (ImageNet, frozen), caffe input + block 5
+    /// fine-tuned" (None without fine-tuning). End to end, nothing stays frozen.
+    pub fn fine_tuned_label(&self) -> Option<String> {
+        let ft = self.config.fine_tune.as_ref()?;
+        let label = if ft.from_block == 1 {
+            self.label.replace(", frozen", "")
+        } else {
+            self.label.clone()
+        };
+        Some(format!("{label} + {}", ft.depth_label()))
+    }
+
     /// Images per second of the timed extractions (None when everything came from the cache).
     pub fn extraction_images_per_second(&self) -> Option<f64> {
         let timed: Vec<&ExtractionRecord> = self
@@ -201,24 +267,23 @@ impl TransferOutcome {
     }
 }
 
-/// A human label for a backbone with weights and preprocessing; says loudly when the weights
-/// are not ImageNet's.
-pub fn run_label(
-    backbone: Architecture,
-    weights: &WeightsInfo,
-    preprocessing: Preprocessing,
-) -> String {
-    let name = match backbone {
+/// A human label for a run's backbone, weights, preprocessing and input size (named when it
+/// is not the walkthrough's 32x32); says loudly when the weights are not ImageNet's.
+pub fn run_label(config: &TransferConfig, weights: &WeightsInfo) -> String {
+    let name = match config.backbone {
         Architecture::Vgg16 => "VGG-16",
         Architecture::Resnet50 => "ResNet-50",
     };
-    if weights.imagenet {
-        format!("{name} (ImageNet, frozen), {} input", preprocessing.name())
+    let size = if config.side == 32 {
+        String::new()
     } else {
-        format!(
-            "{name} (RANDOM init, frozen: not transfer learning), {} input",
-            preprocessing.name()
-        )
+        format!(", {0}x{0}", config.side)
+    };
+    let preprocessing = config.preprocessing.name();
+    if weights.imagenet {
+        format!("{name} (ImageNet, frozen), {preprocessing} input{size}")
+    } else {
+        format!("{name} (RANDOM init, frozen: not transfer learning), {preprocessing} input{size}")
     }
 }
 
@@ -283,6 +348,23 @@ fn stage_outcome<M: ImageClassifier>(
         test,
         trainable_params: crate::models::param_count(model),
     })
+}
+
+/// The training settings of a fine-tuning stage: the head's, with the fine-tuning's epochs,
+/// rate, schedule, batch size and mirroring.
+fn fine_tune_train_config(ft: &FineTuneConfig, head: &TrainConfig) -> TrainConfig {
+    TrainConfig {
+        epochs: ft.epochs,
+        learning_rate: ft.learning_rate,
+        early_stopping: ft.early_stopping,
+        batch_size: ft.batch_size.unwrap_or(head.batch_size),
+        schedule: ft.schedule,
+        augmentation: ft.mirror.then_some(Augmentation {
+            max_shift: 0,
+            horizontal_flip: true,
+        }),
+        ..head.clone()
+    }
 }
 
 /// What a transfer-learning run works on.
@@ -351,11 +433,34 @@ fn run_transfer_keyed<D: ModelDevice>(
             message: format!("must be a multiple of 32 (got {})", config.side),
         });
     }
-    if config.fine_tune.is_some() && config.backbone != Architecture::Vgg16 {
-        return Err(TrainError::Config {
-            name: "fine_tune".into(),
-            message: "fine-tuning is implemented for VGG-16 (block 5)".into(),
-        });
+    if let Some(ft) = &config.fine_tune {
+        if config.backbone != Architecture::Vgg16 {
+            return Err(TrainError::Config {
+                name: "fine_tune".into(),
+                message: "fine-tuning is implemented for VGG-16".into(),
+            });
+        }
+        if ft.from_block != 1 && ft.from_block != 5 {
+            return Err(TrainError::Config {
+                name: "fine_tune.from_block".into(),
+                message: format!(
+                    "must be 5 (the last block) or 1 (end to end), got {}",
+                    ft.from_block
+                ),
+            });
+        }
+        if ft.batch_size == Some(0) {
+            return Err(TrainError::Config {
+                name: "fine_tune.batch_size".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        ft.schedule
+            .validate()
+            .map_err(|message| TrainError::Config {
+                name: "fine_tune.schedule".into(),
+                message,
+            })?;
     }
     let n = config
         .limit
@@ -425,6 +530,42 @@ fn run_transfer_keyed<D: ModelDevice>(
         .map(|rate| head_outcome.epoch_seconds + (train.len() + validation.len()) as f64 / rate);
 
     let fine_tune = match (&config.fine_tune, &extractor) {
+        (Some(ft), Extractor::Vgg16(vgg)) if ft.from_block == 1 => {
+            let side = config.side;
+            let inputs_of = |images: &Dataset| Prepared {
+                pixels: features::backbone_inputs(&images.images, side, config.preprocessing),
+                labels: images.labels.clone(),
+            };
+            let all = inputs_of(&train_images);
+            let train_inputs = all.subset(&split.train);
+            let validation_inputs = all.subset(&split.validation);
+            drop(all);
+            let test_inputs = test_set.map(inputs_of);
+            let mut model = Vgg16FineTuned::new(vgg, head.clone(), 1, (3, side, side));
+            let ft_train = fine_tune_train_config(ft, &config.head);
+            progress.on_message(&format!(
+                "fine-tuning VGG-16 end to end + head: {} trainable parameters, {} epochs of {} images at {side}x{side}, batch {}, peak learning rate {}{}",
+                model.param_count(),
+                ft.epochs,
+                train_inputs.len(),
+                ft_train.batch_size,
+                ft.learning_rate,
+                if ft.mirror { ", mirrored images" } else { "" }
+            ));
+            let history = training::fit(
+                &mut model,
+                &train_inputs,
+                Some(&validation_inputs),
+                &ft_train,
+                progress,
+            )?;
+            Some(stage_outcome(
+                &model,
+                history,
+                &validation_inputs,
+                test_inputs.as_ref(),
+            )?)
+        }
         (Some(ft), Extractor::Vgg16(vgg)) => {
             let block4 = settings(FeatureStage::Vgg16Block4, false);
             let (all, record) = features_of(
@@ -467,7 +608,7 @@ fn run_transfer_keyed<D: ModelDevice>(
                 None => None,
             };
             let side4 = config.side / 16;
-            let mut model = Vgg16Block5WithHead::new(vgg, head.clone(), (512, side4, side4));
+            let mut model = Vgg16FineTuned::new(vgg, head.clone(), 5, (512, side4, side4));
             progress.on_message(&format!(
                 "fine-tuning block 5 + head: {} trainable parameters, {} epochs, learning rate {}{}",
                 model.param_count(),
@@ -476,10 +617,9 @@ fn run_transfer_keyed<D: ModelDevice>(
                 if ft.mirror { ", mirrored images" } else { "" }
             ));
             let ft_train = TrainConfig {
-                epochs: ft.epochs,
-                learning_rate: ft.learning_rate,
-                early_stopping: ft.early_stopping,
-                ..config.head.clone()
+                // Mirroring comes from the precomputed mirrored features.
+                augmentation: None,
+                ..fine_tune_train_config(ft, &config.head)
             };
             let variant_refs: Vec<&Prepared> = variants.iter().collect();
             let history = training::fit_augmented(
@@ -500,7 +640,7 @@ fn run_transfer_keyed<D: ModelDevice>(
     };
 
     Ok(TransferOutcome {
-        label: run_label(config.backbone, weights, config.preprocessing),
+        label: run_label(config, weights),
         config: config.clone(),
         weights: weights.clone(),
         extraction,
@@ -530,8 +670,13 @@ pub fn results_table(outcomes: &[TransferOutcome]) -> crate::report::Table {
     let score =
         |s: Option<Score>, f: fn(Score) -> f64| s.map_or("-".into(), |s| format!("{:.4}", f(s)));
     for o in outcomes {
-        let stages = std::iter::once(("head on frozen features", &o.head))
-            .chain(o.fine_tune.as_ref().map(|f| ("+ block 5 fine-tuned", f)));
+        let fine_tuned = o
+            .config
+            .fine_tune
+            .as_ref()
+            .map(|ft| format!("+ {}", ft.depth_label()));
+        let stages = std::iter::once(("head on frozen features".to_string(), &o.head))
+            .chain(fine_tuned.zip(o.fine_tune.as_ref()));
         for (i, (stage, outcome)) in stages.enumerate() {
             table.push(vec![
                 if i == 0 {
@@ -539,7 +684,7 @@ pub fn results_table(outcomes: &[TransferOutcome]) -> crate::report::Table {
                 } else {
                     String::new()
                 },
-                stage.into(),
+                stage,
                 format!("{:.4}", outcome.validation.accuracy),
                 format!("{:.4}", outcome.validation.loss),
                 score(outcome.test, |s| s.accuracy),
@@ -559,17 +704,23 @@ pub fn results_table(outcomes: &[TransferOutcome]) -> crate::report::Table {
     table
 }
 
-/// File name of a run's results in an output directory, e.g. `vgg16-caffe-fine-tuned.json`.
+/// File name of a run's results in an output directory, e.g. `vgg16-caffe-fine-tuned.json`
+/// (`vgg16-caffe-64px-fine-tuned-all.json` at 64x64, fine-tuned end to end).
 pub fn result_file_name(config: &TransferConfig) -> String {
+    let size = if config.side == 32 {
+        String::new()
+    } else {
+        format!("-{}px", config.side)
+    };
+    let fine_tune = match &config.fine_tune {
+        None => "",
+        Some(ft) if ft.from_block == 1 => "-fine-tuned-all",
+        Some(_) => "-fine-tuned",
+    };
     format!(
-        "{}-{}{}.json",
+        "{}-{}{size}{fine_tune}.json",
         config.backbone.name(),
         config.preprocessing.name(),
-        if config.fine_tune.is_some() {
-            "-fine-tuned"
-        } else {
-            ""
-        }
     )
 }
 
@@ -628,10 +779,7 @@ pub fn run_or_reuse<D: ModelDevice>(
         ));
         return Ok(outcome);
     }
-    progress.on_message(&format!(
-        "== {}",
-        run_label(config.backbone, weights, config.preprocessing)
-    ));
+    progress.on_message(&format!("== {}", run_label(config, weights)));
     let outcome = run_transfer_keyed(inputs, config, key, progress)?;
     std::fs::create_dir_all(out_dir).map_err(|e| crate::error::DataError::io(out_dir, e))?;
     let json = serde_json::to_string_pretty(&outcome).expect("plain data");
