@@ -500,8 +500,8 @@ pub use crate::study::{comparison_chart, comparison_table, stages_table, StudyRe
 /// The results of the whole study: `$FASHION_MNIST_STUDY` (a `results.json`) when set, else
 /// `runs/report/results.json` from `fashion-mnist report`. Without either, runs the study here:
 /// in quick mode on small subsets (a few minutes), else the full study into `runs/report/`
-/// (about an hour on 2 cores; stages already there are reused, and `fashion-mnist report` reuses
-/// what this run leaves).
+/// (about 1.5 hours on 2 cores; stages already there are reused, and `fashion-mnist report`
+/// reuses what this run leaves).
 pub fn study_results() -> Result<StudyResults, TrainError> {
     let report = Path::new("..").join("runs").join("report");
     let path = match std::env::var_os("FASHION_MNIST_STUDY") {
@@ -518,7 +518,7 @@ pub fn study_results() -> Result<StudyResults, TrainError> {
         (crate::study::StudyPreset::quick(), out, cache)
     } else {
         println!(
-            "{} not found: running the whole study here (about an hour on 2 cores)",
+            "{} not found: running the whole study here (about 1.5 hours on 2 cores)",
             path.display()
         );
         let cache = Path::new("..").join("data").join("features");
@@ -734,6 +734,17 @@ pub fn train_modern_cnn(
 /// Which won on the test images, from scratch or transfer learning, in one sentence.
 pub fn study_verdict(results: &StudyResults) -> String {
     crate::study::verdict(&results.comparison())
+}
+
+/// VGG-16 by fine-tuning depth (rows: frozen, block 5, end to end) and input size (columns),
+/// every cell test accuracy (validation accuracy) and time, from the study.
+pub fn study_vgg16_grid(results: &StudyResults) -> Table {
+    crate::study::vgg16_grid_table(results)
+}
+
+/// What that grid shows, in sentences written from its numbers.
+pub fn study_vgg16_grid_text(results: &StudyResults) -> String {
+    crate::study::vgg16_grid_text(results)
 }
 
 /// Test accuracy of every model of the study against its trainable parameters and time.

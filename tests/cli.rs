@@ -346,6 +346,9 @@ fn report_runs_the_whole_study_and_reuses_finished_stages() {
         "ResNet-50 (RANDOM init, frozen: not transfer learning)",
         "0.7875",
         "modern CNN (from scratch",
+        "VGG-16 (ImageNet, frozen), caffe input, 64x64",
+        "VGG-16 (ImageNet), caffe input + fine-tuned end to end",
+        "VGG-16 (ImageNet), caffe input, 64x64 + fine-tuned end to end",
     ] {
         assert!(table.contains(expected), "{expected} missing from\n{table}");
     }
@@ -355,6 +358,8 @@ fn report_runs_the_whole_study_and_reuses_finished_stages() {
         "charts missing from the report"
     );
     assert!(html.contains("NOT transfer learning"));
+    assert!(html.contains("VGG-16 by fine-tuning depth and input size"));
+    assert!(html.contains("64x64: test (val), time"));
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["preset"]["name"], "quick");
@@ -362,15 +367,10 @@ fn report_runs_the_whole_study_and_reuses_finished_stages() {
         results["lenet5"]["device"],
         format!("cpu ({} threads)", num_threads())
     );
-    for stage in [
-        "data",
-        "lenet5",
-        "tuning",
-        "cross_validation",
-        "modern_cnn",
-        "vgg16",
-        "resnet50",
-    ] {
+    // Every stage but the comparison (which only writes results.json) keeps a record.
+    let stages = fashion_mnist::study::STAGES;
+    assert_eq!(stages.last(), Some(&"comparison"));
+    for stage in &stages[..stages.len() - 1] {
         assert!(out.join(stage).join("stage.json").is_file(), "{stage}");
     }
 
@@ -378,7 +378,7 @@ fn report_runs_the_whole_study_and_reuses_finished_stages() {
     let second = run(&args);
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(second.status.success(), "{err}");
-    assert_eq!(err.matches("reusing earlier results").count(), 7, "{err}");
+    assert_eq!(err.matches("reusing earlier results").count(), 8, "{err}");
     assert_eq!(
         String::from_utf8_lossy(&second.stdout).lines().next(),
         table.lines().next()
@@ -398,7 +398,7 @@ fn report_runs_the_whole_study_and_reuses_finished_stages() {
         assert!(again.status.success(), "{err}");
         assert!(err.contains("lenet5/model.safetensors"), "{damage}: {err}");
         assert!(err.contains("running the stage again"), "{damage}: {err}");
-        assert_eq!(err.matches("reusing earlier results").count(), 6, "{err}");
+        assert_eq!(err.matches("reusing earlier results").count(), 7, "{err}");
         fashion_mnist::training::checkpoint::load_lenet5(
             &dfdx::prelude::Cpu::default(),
             &checkpoint,

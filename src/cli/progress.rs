@@ -13,8 +13,8 @@ pub struct Bars {
     epoch: usize,
     extraction: Option<ProgressBar>,
     started: Instant,
-    /// Scales the study's expected minutes per stage to the preset.
-    eta_scale: f64,
+    /// Expected minutes of each stage of the study (`report`), for its ETA.
+    stage_minutes: Vec<f64>,
 }
 
 fn bar(length: usize, template: &str) -> ProgressBar {
@@ -29,17 +29,17 @@ fn bar(length: usize, template: &str) -> ProgressBar {
 
 impl Bars {
     pub fn new() -> Self {
-        Bars::for_study(1.0)
+        Bars::for_study(Vec::new())
     }
 
-    /// For `report`: stage ETAs scaled by `eta_scale` (a quick study is shorter).
-    pub fn for_study(eta_scale: f64) -> Self {
+    /// For `report`: an ETA for the rest of the study from each stage's expected minutes.
+    pub fn for_study(stage_minutes: Vec<f64>) -> Self {
         Bars {
             epoch_bar: None,
             epoch: 0,
             extraction: None,
             started: Instant::now(),
-            eta_scale,
+            stage_minutes,
         }
     }
 
@@ -104,8 +104,7 @@ impl Progress for Bars {
     }
 
     fn on_stage_start(&mut self, index: usize, count: usize, name: &str, reused: bool) {
-        use fashion_mnist::study::STAGES;
-        let remaining: f64 = STAGES[index - 1..].iter().map(|s| s.1).sum::<f64>() * self.eta_scale;
+        let remaining: f64 = self.stage_minutes.iter().skip(index - 1).sum();
         let eta = if reused {
             String::from("reusing earlier results")
         } else {

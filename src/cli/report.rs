@@ -17,6 +17,10 @@ pub struct ReportArgs {
     /// Small subsets and few epochs: minutes on a CPU, for trying the pipeline
     #[arg(long)]
     quick: bool,
+    /// The full study plus VGG-16 at 64x64 and fine-tuned end to end (hours on a CPU); shares
+    /// runs/report with the full study, so its finished stages are reused
+    #[arg(long, conflicts_with = "quick")]
+    extended: bool,
     /// Run directory: report.html, results.json, one folder per stage (default: runs/report, or runs/report-quick)
     #[arg(long)]
     out: Option<PathBuf>,
@@ -34,6 +38,8 @@ pub struct ReportArgs {
 pub fn run(args: ReportArgs, device: DeviceChoice) -> Result<()> {
     let preset = if args.quick {
         StudyPreset::quick()
+    } else if args.extended {
+        StudyPreset::extended()
     } else {
         StudyPreset::full()
     };
@@ -52,7 +58,7 @@ pub fn run(args: ReportArgs, device: DeviceChoice) -> Result<()> {
         feature_cache: args.cache.clone(),
         python: args.python.clone(),
     };
-    let mut progress = Bars::for_study(if args.quick { 0.05 } else { 1.0 });
+    let mut progress = Bars::for_study(preset.stage_minutes());
     let results = study::run_study(&loaded, &preset, &paths, device, &mut progress)?;
     let html = study::render_html(&results, Some(&loaded))?;
     let report = out.join("report.html");

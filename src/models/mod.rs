@@ -7,7 +7,7 @@ mod lenet5;
 mod modern_cnn;
 mod resnet50;
 mod summary;
-mod vgg16;
+pub(crate) mod vgg16;
 
 pub use head::{DenseHead, HeadConfig, HeadLayer};
 pub use lenet5::{LeNet5, LeNet5Config};

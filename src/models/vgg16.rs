@@ -65,27 +65,14 @@ impl<D: ModelDevice> Vgg16<D> {
     /// the input's own gradient is not computed.
     pub fn forward_blocks<T: Tape<f32, D>>(
         &self,
-        mut x: Tensor4<T, D>,
+        x: Tensor4<T, D>,
         blocks: RangeInclusive<usize>,
     ) -> Tensor4<T, D> {
         assert!(
             *blocks.start() >= 1 && *blocks.end() <= BLOCKS.len(),
             "VGG-16 has blocks 1..=5"
         );
-        let mut first = true;
-        for block in blocks {
-            for conv in self.block(block) {
-                let input_grad = if first {
-                    InputGrad::Skip
-                } else {
-                    InputGrad::Compute
-                };
-                first = false;
-                x = conv.forward(x, input_grad).relu();
-            }
-            x = max_pool2d(x, 2, 2, 0);
-        }
-        x
+        forward_vgg_blocks(blocks.map(|b| self.block(b)), x)
     }
 
     /// The whole backbone: `block5_pool` for an input (B, 3, H, W).
@@ -100,31 +87,57 @@ impl<D: ModelDevice> Vgg16<D> {
 
     /// Keras-style summary for a `side` x `side` input.
     pub fn summary(&self, side: usize) -> ModelSummary {
-        let mut layers = Vec::new();
-        let mut size = side;
-        for (block, &(_, filters)) in BLOCKS.iter().enumerate() {
-            for conv in self.block(block + 1) {
-                layers.push(LayerSummary {
-                    name: conv.name.clone(),
-                    kind: "Conv2D".into(),
-                    output_shape: vec![size, size, filters],
-                    params: conv.param_count(),
-                });
-            }
-            size /= 2;
-            layers.push(LayerSummary {
-                name: format!("block{}_pool", block + 1),
-                kind: "MaxPooling2D".into(),
-                output_shape: vec![size, size, filters],
-                params: 0,
-            });
-        }
         ModelSummary {
             name: "vgg16".into(),
-            layers,
+            layers: vgg_block_rows((1..=BLOCKS.len()).map(|b| (b, self.block(b))), side),
             non_trainable_params: 0,
         }
     }
+}
+
+/// Runs VGG blocks (3x3 convolutions with ReLU, then a 2x2 max-pool) in order on `x`, the
+/// first block's input. That input's gradient is never computed (images or frozen features).
+pub(crate) fn forward_vgg_blocks<'a, T: Tape<f32, D>, D: ModelDevice>(
+    blocks: impl IntoIterator<Item = &'a [Conv<D>]>,
+    mut x: Tensor4<T, D>,
+) -> Tensor4<T, D> {
+    let mut input_grad = InputGrad::Skip;
+    for block in blocks {
+        for conv in block {
+            x = conv.forward(x, input_grad).relu();
+            input_grad = InputGrad::Compute;
+        }
+        x = max_pool2d(x, 2, 2, 0);
+    }
+    x
+}
+
+/// Keras-style summary rows of VGG blocks given as (1-based block number, its convolutions),
+/// the first taking a `side` x `side` input.
+pub(crate) fn vgg_block_rows<'a, D: ModelDevice>(
+    blocks: impl IntoIterator<Item = (usize, &'a [Conv<D>])>,
+    mut side: usize,
+) -> Vec<LayerSummary> {
+    let mut layers = Vec::new();
+    for (block, convs) in blocks {
+        for conv in convs {
+            layers.push(LayerSummary {
+                name: conv.name.clone(),
+                kind: "Conv2D".into(),
+                output_shape: vec![side, side, conv.out_channels()],
+                params: conv.param_count(),
+            });
+        }
+        side /= 2;
+        let channels = convs.last().map_or(0, |c| c.out_channels());
+        layers.push(LayerSummary {
+            name: format!("block{block}_pool"),
+            kind: "MaxPooling2D".into(),
+            output_shape: vec![side, side, channels],
+            params: 0,
+        });
+    }
+    layers
 }
 
 impl<D: ModelDevice> Parameters for Vgg16<D> {

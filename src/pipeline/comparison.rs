@@ -83,10 +83,16 @@ fn transfer_row(o: &TransferOutcome) -> ComparisonRow {
         (Some(label), _) => (label, format!("{short} +ft")),
         _ => (o.label.clone(), short),
     };
+    // The walkthrough ran 32x32 inputs, with at most block 5 fine-tuned.
+    let walkthrough_kind = o.config.side == 32
+        && o.config
+            .fine_tune
+            .as_ref()
+            .is_none_or(|ft| ft.from_block == 5);
     ComparisonRow {
         model,
         short_name,
-        walkthrough: Some(walkthrough),
+        walkthrough: walkthrough_kind.then_some(walkthrough),
         validation: stage.validation,
         validation_std: None,
         test_accuracy: stage.test.map(|t| t.accuracy),

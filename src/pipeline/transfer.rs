@@ -135,6 +135,22 @@ pub struct TransferStage {
     pub test_limit: Option<usize>,
 }
 
+/// One head-on-frozen-features run of the walkthrough's kind.
+fn head_run(
+    architecture: Architecture,
+    preprocessing: Preprocessing,
+    head_epochs: usize,
+    limit: Option<usize>,
+    seed: u64,
+) -> TransferConfig {
+    let mut c = TransferConfig::walkthrough(architecture, preprocessing);
+    c.seed = seed;
+    c.head.seed = seed;
+    c.head.epochs = head_epochs;
+    c.limit = limit;
+    c
+}
+
 impl TransferStage {
     /// The walkthrough's runs for `architecture`: VGG-16's head on caffe and on unit input,
     /// then (with `fine_tune_epochs` > 0) block 5 fine-tuned on caffe input; ResNet-50's head
@@ -146,14 +162,7 @@ impl TransferStage {
         limit: Option<usize>,
         seed: u64,
     ) -> Self {
-        let base = |preprocessing| {
-            let mut c = TransferConfig::walkthrough(architecture, preprocessing);
-            c.seed = seed;
-            c.head.seed = seed;
-            c.head.epochs = head_epochs;
-            c.limit = limit;
-            c
-        };
+        let base = |preprocessing| head_run(architecture, preprocessing, head_epochs, limit, seed);
         let runs = match architecture {
             Architecture::Vgg16 => {
                 let mut runs = vec![base(Preprocessing::Caffe), base(Preprocessing::Unit)];
@@ -169,6 +178,43 @@ impl TransferStage {
             }
             Architecture::Resnet50 => vec![base(Preprocessing::Caffe)],
         };
+        TransferStage {
+            runs,
+            test_limit: None,
+        }
+    }
+
+    /// VGG-16 the way a practitioner would use it, beyond the walkthrough's runs (all on caffe
+    /// input): with `larger_side` > 32, the head on frozen features at that size; with
+    /// `end_to_end_epochs` > 0, the whole network fine-tuned end to end after the head, at 32x32
+    /// and (with a larger side) at the larger size. Empty when both are off.
+    pub fn vgg16_beyond(
+        larger_side: usize,
+        end_to_end_epochs: usize,
+        head_epochs: usize,
+        limit: Option<usize>,
+        seed: u64,
+    ) -> Self {
+        let at = |side: usize| TransferConfig {
+            side,
+            ..head_run(
+                Architecture::Vgg16,
+                Preprocessing::Caffe,
+                head_epochs,
+                limit,
+                seed,
+            )
+        };
+        let larger = (larger_side > 32).then_some(larger_side);
+        let mut runs: Vec<TransferConfig> = larger.into_iter().map(at).collect();
+        if end_to_end_epochs > 0 {
+            for side in std::iter::once(32).chain(larger) {
+                runs.push(TransferConfig {
+                    fine_tune: Some(FineTuneConfig::end_to_end(end_to_end_epochs)),
+                    ..at(side)
+                });
+            }
+        }
         TransferStage {
             runs,
             test_limit: None,

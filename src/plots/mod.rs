@@ -261,7 +261,10 @@ pub fn bar_chart(
     assert_eq!(labels.len(), values.len(), "one label per bar");
     let n = values.len().max(1);
     let top = values.iter().copied().fold(0.0f64, f64::max).max(1e-9) * 1.12;
-    Chart::draw((820, 420), |root| {
+    // Wide enough that neighbouring labels do not overlap (about 6.5 px per character).
+    let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let width = (n as f64 * (6.5 * longest as f64 + 14.0) + 80.0).clamp(820.0, 1200.0) as u32;
+    Chart::draw((width, 420), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 20))
             .margin(12)

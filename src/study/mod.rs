@@ -8,9 +8,11 @@
 
 mod html;
 mod records;
+mod vgg16_grid;
 
 pub use html::render_html;
 pub use records::{Artifact, StageRecord};
+pub use vgg16_grid::{vgg16_grid_table, vgg16_grid_text};
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -62,6 +64,16 @@ pub struct StudyPreset {
     pub transfer_limit: Option<usize>,
     /// Test images evaluated (None: all 10,000).
     pub test_limit: Option<usize>,
+    /// Beyond the walkthrough: VGG-16's head on frozen features at this input side (0: none).
+    #[serde(default)]
+    pub vgg16_larger_side: usize,
+    /// Beyond the walkthrough: epochs of VGG-16 fine-tuned end to end, at 32x32 and at
+    /// `vgg16_larger_side` (0: none).
+    #[serde(default)]
+    pub vgg16_end_to_end_epochs: usize,
+    /// Training images for those VGG-16 runs (None: all).
+    #[serde(default)]
+    pub vgg16_beyond_limit: Option<usize>,
 }
 
 impl StudyPreset {
@@ -81,6 +93,21 @@ impl StudyPreset {
             modern_cnn_epochs: MODERN_CNN_FULL_EPOCHS,
             transfer_limit: None,
             test_limit: None,
+            vgg16_larger_side: 0,
+            vgg16_end_to_end_epochs: 0,
+            vgg16_beyond_limit: None,
+        }
+    }
+
+    /// The full study plus VGG-16 the way a practitioner would use it: frozen features at
+    /// 64x64, and the whole network fine-tuned end to end at 32x32 and 64x64. Hours on a CPU.
+    pub fn extended() -> Self {
+        StudyPreset {
+            name: "extended".into(),
+            vgg16_larger_side: 64,
+            vgg16_end_to_end_epochs: 2,
+            vgg16_beyond_limit: None,
+            ..StudyPreset::full()
         }
     }
 
@@ -100,6 +127,9 @@ impl StudyPreset {
             modern_cnn_epochs: 2,
             transfer_limit: Some(1000),
             test_limit: Some(500),
+            vgg16_larger_side: 64,
+            vgg16_end_to_end_epochs: 1,
+            vgg16_beyond_limit: Some(300),
         }
     }
 }
@@ -107,18 +137,65 @@ impl StudyPreset {
 /// The modern CNN's epochs in the full study.
 pub const MODERN_CNN_FULL_EPOCHS: usize = 12;
 
-/// Names and rough costs of the stages in the full study on 2 CPU cores (minutes), for the
-/// ETA; a quick study scales them down.
-pub const STAGES: [(&str, f64); 8] = [
-    ("data", 0.2),
-    ("lenet5", 1.0),
-    ("tuning", 7.0),
-    ("cross_validation", 11.0),
-    ("modern_cnn", 29.0),
-    ("vgg16", 45.0),
-    ("resnet50", 5.0),
-    ("comparison", 0.1),
+/// The stages of a study, in order.
+pub const STAGES: [&str; 9] = [
+    "data",
+    "lenet5",
+    "tuning",
+    "cross_validation",
+    "modern_cnn",
+    "vgg16",
+    "resnet50",
+    "vgg16_beyond",
+    "comparison",
 ];
+
+/// Rough minutes of the walkthrough's stages in the full study on 2 CPU cores (AVX2), for
+/// the ETA; a quick study scales them down.
+const FULL_STAGE_MINUTES: [f64; 7] = [0.2, 1.0, 7.0, 11.0, 29.0, 45.0, 5.0];
+
+impl StudyPreset {
+    /// Rough minutes each stage of this preset takes on 2 CPU cores (AVX2), in [`STAGES`]
+    /// order, for the ETA (0 for a stage the preset skips).
+    pub fn stage_minutes(&self) -> Vec<f64> {
+        let scale = if self.train_limit.is_some() {
+            0.05
+        } else {
+            1.0
+        };
+        let mut minutes: Vec<f64> = FULL_STAGE_MINUTES.iter().map(|m| m * scale).collect();
+        if self.modern_cnn_epochs == 0 {
+            minutes[4] = 0.0;
+        } else {
+            minutes[4] *= self.modern_cnn_epochs as f64 / MODERN_CNN_FULL_EPOCHS as f64;
+        }
+        minutes.push(self.vgg16_beyond_minutes());
+        minutes.push(0.1);
+        minutes
+    }
+
+    /// The VGG-16 runs beyond the walkthrough, from measured rates on 2 AVX2 cores: ~120
+    /// images/s extracting features at 32x32, ~32 images/s training end to end, cost growing
+    /// with the pixel count; ~7 min of head training per 48,000 images.
+    fn vgg16_beyond_minutes(&self) -> f64 {
+        let train = self.vgg16_beyond_limit.unwrap_or(60_000) as f64;
+        let test = self.test_limit.unwrap_or(10_000) as f64;
+        let pixels = |side: usize| (side as f64 / 32.0).powi(2);
+        let head = 7.0 * train / 60_000.0;
+        let larger = (self.vgg16_larger_side > 32).then_some(self.vgg16_larger_side);
+        let mut seconds = larger.map_or(0.0, |side| (train + test) * pixels(side) / 120.0);
+        let mut minutes = larger.map_or(0.0, |_| head);
+        if self.vgg16_end_to_end_epochs > 0 {
+            for side in std::iter::once(32).chain(larger) {
+                let epochs = self.vgg16_end_to_end_epochs as f64;
+                let evaluated = epochs * 0.2 * train + test;
+                seconds += pixels(side) * (epochs * 0.8 * train / 32.0 + evaluated / 100.0);
+                minutes += head;
+            }
+        }
+        minutes + seconds / 60.0
+    }
+}
 
 /// Results of the data checks.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -145,13 +222,22 @@ pub struct StudyResults {
     pub modern_cnn: Option<StageRecord<ModelResults>>,
     pub vgg16: StageRecord<Vec<TransferOutcome>>,
     pub resnet50: StageRecord<Vec<TransferOutcome>>,
+    /// VGG-16 beyond the walkthrough: a larger input, fine-tuning end to end (None: the preset
+    /// skipped them, or an older study).
+    #[serde(default)]
+    pub vgg16_beyond: Option<StageRecord<Vec<TransferOutcome>>>,
     pub wall_seconds: f64,
 }
 
 impl StudyResults {
-    /// Every transfer run, VGG-16's then ResNet-50's.
+    /// Every transfer run: VGG-16's (the walkthrough's, then those beyond it), ResNet-50's.
     pub fn transfer_runs(&self) -> impl Iterator<Item = &TransferOutcome> {
-        self.vgg16.results.iter().chain(&self.resnet50.results)
+        let beyond = self.vgg16_beyond.iter().flat_map(|r| &r.results);
+        self.vgg16
+            .results
+            .iter()
+            .chain(beyond)
+            .chain(&self.resnet50.results)
     }
 
     /// The comparison stage: every model in one list.
@@ -237,6 +323,21 @@ impl StudyPreset {
             test_limit: self.test_limit,
             ..ModernCnnStage::recommended(self.modern_cnn_epochs, self.seed)
         })
+    }
+
+    /// VGG-16's runs beyond the walkthrough (None when the preset has none).
+    pub fn vgg16_beyond(&self) -> Option<TransferStage> {
+        let stage = TransferStage {
+            test_limit: self.test_limit,
+            ..TransferStage::vgg16_beyond(
+                self.vgg16_larger_side,
+                self.vgg16_end_to_end_epochs,
+                self.transfer_head_epochs,
+                self.vgg16_beyond_limit,
+                self.seed,
+            )
+        };
+        (!stage.runs.is_empty()).then_some(stage)
     }
 
     /// The transfer runs of this preset for `architecture`.
@@ -361,13 +462,15 @@ impl Study<'_> {
         )
     }
 
+    /// A transfer stage: `config`'s runs on `architecture` with ImageNet weights, their files
+    /// in the stage's own folder.
     fn transfer(
         &self,
-        index: usize,
+        (index, name): (usize, &str),
         architecture: Architecture,
+        config: &TransferStage,
         progress: &mut dyn Progress,
     ) -> Result<StageRecord<Vec<TransferOutcome>>, TrainError> {
-        let config = self.preset.transfer(architecture);
         let weights = WeightsChoice::ImageNet {
             dir: self.paths.weights_dir.clone(),
             python: self.paths.python.clone(),
@@ -375,33 +478,26 @@ impl Study<'_> {
         let backbone =
             transfer_stage::backbone(architecture, &weights, self.preset.seed, progress)?;
         let key = TransferStageKey {
-            stage: &config,
+            stage: config,
             weights: &backbone.weights,
         };
-        let out_dir = self.paths.out.join(architecture.name());
+        let out_dir = self.paths.out.join(name);
         let paths = TransferPaths {
             out_dir: &out_dir,
             cache_dir: Some(&self.paths.feature_cache),
         };
         let data = self.data;
-        stage(
-            &self.context,
-            (index, architecture.name()),
-            &key,
-            &[],
-            progress,
-            |p| {
-                transfer_stage::run(
-                    &data.train,
-                    data.test.as_ref(),
-                    &backbone,
-                    &config,
-                    paths,
-                    self.device,
-                    p,
-                )
-            },
-        )
+        stage(&self.context, (index, name), &key, &[], progress, |p| {
+            transfer_stage::run(
+                &data.train,
+                data.test.as_ref(),
+                &backbone,
+                config,
+                paths,
+                self.device,
+                p,
+            )
+        })
     }
 }
 
@@ -488,10 +584,25 @@ pub fn run_study(
     let tuning = study.tuning(progress)?;
     let cross_validation = study.cross_validation(&tuning.results, progress)?;
     let modern_cnn = study.modern_cnn(progress)?;
-    let vgg16 = study.transfer(6, Architecture::Vgg16, progress)?;
-    let resnet50 = study.transfer(7, Architecture::Resnet50, progress)?;
+    let transfer_stage = |index, architecture: Architecture, progress: &mut dyn Progress| {
+        let config = preset.transfer(architecture);
+        study.transfer(
+            (index, architecture.name()),
+            architecture,
+            &config,
+            progress,
+        )
+    };
+    let vgg16 = transfer_stage(6, Architecture::Vgg16, progress)?;
+    let resnet50 = transfer_stage(7, Architecture::Resnet50, progress)?;
+    let vgg16_beyond = match preset.vgg16_beyond() {
+        Some(config) => {
+            Some(study.transfer((8, "vgg16_beyond"), Architecture::Vgg16, &config, progress)?)
+        }
+        None => None,
+    };
 
-    progress.on_stage_start(8, STAGES.len(), "comparison", false);
+    progress.on_stage_start(9, STAGES.len(), "comparison", false);
     let results = StudyResults {
         preset: preset.clone(),
         data: data_record,
@@ -501,6 +612,7 @@ pub fn run_study(
         modern_cnn,
         vgg16,
         resnet50,
+        vgg16_beyond,
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     let json = serde_json::to_string_pretty(&results).expect("plain data");
@@ -648,5 +760,8 @@ pub fn stages_table(results: &StudyResults) -> Table {
     }
     table.push(results.vgg16.summary_row());
     table.push(results.resnet50.summary_row());
+    if let Some(record) = &results.vgg16_beyond {
+        table.push(record.summary_row());
+    }
     table
 }

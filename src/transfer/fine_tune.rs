@@ -5,11 +5,11 @@
 use dfdx::prelude::*;
 
 use crate::models::layers::Conv;
+use crate::models::vgg16::{forward_vgg_blocks, vgg_block_rows};
 use crate::models::{
-    DenseHead, ImageClassifier, LayerSummary, ModelSummary, ParamVisitor, ParamVisitorMut,
-    Parameters, Vgg16,
+    DenseHead, ImageClassifier, ModelSummary, ParamVisitor, ParamVisitorMut, Parameters, Vgg16,
 };
-use crate::ops::{flatten, max_pool2d, InputGrad, ModelDevice, Tensor2, Tensor4};
+use crate::ops::{flatten, ModelDevice, Tensor2, Tensor4};
 
 /// VGG-16's blocks `first_block..=5` (trainable) and a head. The input is what block
 /// `first_block` takes: `block{first_block - 1}_pool` features, or images for block 1.
@@ -103,55 +103,71 @@ impl<D: ModelDevice> ImageClassifier for Vgg16FineTuned<D> {
         self.input
     }
 
-    fn forward<T: Tape<f32, D>>(&self, mut x: Tensor4<T, D>) -> Tensor2<T, D> {
-        // The input (images or frozen features) needs no gradient.
-        let mut input_grad = InputGrad::Skip;
-        for block in &self.blocks {
-            for conv in block {
-                x = conv.forward(x, input_grad).relu();
-                input_grad = InputGrad::Compute;
-            }
-            x = max_pool2d(x, 2, 2, 0);
-        }
-        self.head.forward_features(flatten(x))
+    fn forward<T: Tape<f32, D>>(&self, x: Tensor4<T, D>) -> Tensor2<T, D> {
+        let features = forward_vgg_blocks(self.blocks.iter().map(Vec::as_slice), x);
+        self.head.forward_features(flatten(features))
     }
 
     fn summary(&self) -> ModelSummary {
-        let mut side = self.input.1;
-        let mut layers = Vec::new();
-        for (block, convs) in (self.first_block..).zip(&self.blocks) {
-            let mut channels = self.input.0;
-            for conv in convs {
-                channels = conv.out_channels();
-                layers.push(LayerSummary {
-                    name: conv.name.clone(),
-                    kind: "Conv2D".into(),
-                    output_shape: vec![side, side, channels],
-                    params: conv.param_count(),
-                });
-            }
-            side /= 2;
-            layers.push(LayerSummary {
-                name: format!("block{block}_pool"),
-                kind: "MaxPooling2D".into(),
-                output_shape: vec![side, side, channels],
-                params: 0,
-            });
-        }
+        let blocks = (self.first_block..).zip(self.blocks.iter().map(Vec::as_slice));
+        let mut layers = vgg_block_rows(blocks, self.input.1);
         layers.extend(self.head.summary().layers);
         ModelSummary {
             name: match self.first_block {
                 1 => "vgg16_fine_tuned_end_to_end".into(),
-                b => {
-                    if b == 5 {
-                        "vgg16_block5_fine_tuned".into()
-                    } else {
-                        format!("vgg16_blocks{b}to5_fine_tuned")
-                    }
-                }
+                5 => "vgg16_block5_fine_tuned".into(),
+                b => format!("vgg16_blocks{b}to5_fine_tuned"),
             },
             layers,
             non_trainable_params: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::prepare::Prepared;
+    use crate::models::HeadConfig;
+    use crate::training::{fit, Silent, TrainConfig};
+
+    #[test]
+    fn end_to_end_training_moves_block_1_and_leaves_the_backbone_it_came_from() {
+        let device = Cpu::default();
+        let vgg = Vgg16::new(&device, 1);
+        let head = DenseHead::new(&device, HeadConfig::walkthrough_vgg16(512), 2);
+        let block5 = Vgg16FineTuned::new(&vgg, head.clone(), 5, (512, 2, 2));
+        assert_eq!(block5.param_count(), head.param_count() + 3 * 2_359_808);
+        let mut all = Vgg16FineTuned::new(&vgg, head.clone(), 1, (3, 32, 32));
+        assert_eq!(all.param_count(), head.param_count() + 14_714_688);
+        assert_eq!(all.summary().trainable_params(), all.param_count());
+
+        let images = 8;
+        let data = Prepared {
+            pixels: (0..images * 3 * 32 * 32)
+                .map(|i| ((i * 37) % 255) as f32 - 120.0)
+                .collect(),
+            labels: (0..images as u8).map(|i| i % 10).collect(),
+        };
+        let before = all.blocks[0][0].kernel.as_vec();
+        let config = TrainConfig {
+            epochs: 1,
+            batch_size: 4,
+            learning_rate: 1e-4,
+            ..TrainConfig::default()
+        };
+        fit(&mut all, &data, None, &config, &mut Silent).unwrap();
+        let after = all.blocks[0][0].kernel.as_vec();
+        let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+        assert!(
+            moved > before.len() / 2,
+            "{moved} of {} block1_conv1 weights moved",
+            before.len()
+        );
+        assert_eq!(
+            vgg.blocks(1..=1)[0].kernel.as_vec(),
+            before,
+            "the backbone is a copy"
+        );
     }
 }

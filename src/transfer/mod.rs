@@ -367,6 +367,17 @@ fn fine_tune_train_config(ft: &FineTuneConfig, head: &TrainConfig) -> TrainConfi
     }
 }
 
+/// A fine-tuning stage ready to train: the model, its training inputs (one per precomputed
+/// augmentation), validation and test inputs, and its settings.
+struct FineTuneRun<D: ModelDevice> {
+    model: Vgg16FineTuned<D>,
+    train_variants: Vec<Prepared>,
+    validation: Prepared,
+    test: Option<Prepared>,
+    train: TrainConfig,
+    description: String,
+}
+
 /// What a transfer-learning run works on.
 pub struct TransferInputs<'a, D: ModelDevice = Cpu> {
     pub train_set: &'a Dataset,
@@ -529,7 +540,8 @@ fn run_transfer_keyed<D: ModelDevice>(
         .images_per_second()
         .map(|rate| head_outcome.epoch_seconds + (train.len() + validation.len()) as f64 / rate);
 
-    let fine_tune = match (&config.fine_tune, &extractor) {
+    // Each depth prepares its own inputs; training and scoring are shared.
+    let fine_tune_run = match (&config.fine_tune, &extractor) {
         (Some(ft), Extractor::Vgg16(vgg)) if ft.from_block == 1 => {
             let side = config.side;
             let inputs_of = |images: &Dataset| Prepared {
@@ -540,31 +552,21 @@ fn run_transfer_keyed<D: ModelDevice>(
             let train_inputs = all.subset(&split.train);
             let validation_inputs = all.subset(&split.validation);
             drop(all);
-            let test_inputs = test_set.map(inputs_of);
-            let mut model = Vgg16FineTuned::new(vgg, head.clone(), 1, (3, side, side));
-            let ft_train = fine_tune_train_config(ft, &config.head);
-            progress.on_message(&format!(
-                "fine-tuning VGG-16 end to end + head: {} trainable parameters, {} epochs of {} images at {side}x{side}, batch {}, peak learning rate {}{}",
-                model.param_count(),
-                ft.epochs,
+            let train = fine_tune_train_config(ft, &config.head);
+            let description = format!(
+                "VGG-16 end to end + head, {} images at {side}x{side}, batch {}, peak learning rate {}",
                 train_inputs.len(),
-                ft_train.batch_size,
+                train.batch_size,
                 ft.learning_rate,
-                if ft.mirror { ", mirrored images" } else { "" }
-            ));
-            let history = training::fit(
-                &mut model,
-                &train_inputs,
-                Some(&validation_inputs),
-                &ft_train,
-                progress,
-            )?;
-            Some(stage_outcome(
-                &model,
-                history,
-                &validation_inputs,
-                test_inputs.as_ref(),
-            )?)
+            );
+            Some(FineTuneRun {
+                model: Vgg16FineTuned::new(vgg, head.clone(), 1, (3, side, side)),
+                train_variants: vec![train_inputs],
+                validation: validation_inputs,
+                test: test_set.map(inputs_of),
+                train,
+                description,
+            })
         }
         (Some(ft), Extractor::Vgg16(vgg)) => {
             let block4 = settings(FeatureStage::Vgg16Block4, false);
@@ -608,35 +610,56 @@ fn run_transfer_keyed<D: ModelDevice>(
                 None => None,
             };
             let side4 = config.side / 16;
-            let mut model = Vgg16FineTuned::new(vgg, head.clone(), 5, (512, side4, side4));
-            progress.on_message(&format!(
-                "fine-tuning block 5 + head: {} trainable parameters, {} epochs, learning rate {}{}",
-                model.param_count(),
-                ft.epochs,
-                ft.learning_rate,
-                if ft.mirror { ", mirrored images" } else { "" }
-            ));
-            let ft_train = TrainConfig {
+            let train = TrainConfig {
                 // Mirroring comes from the precomputed mirrored features.
                 augmentation: None,
                 ..fine_tune_train_config(ft, &config.head)
             };
-            let variant_refs: Vec<&Prepared> = variants.iter().collect();
+            let description = format!(
+                "block 5 + head on cached block-4 features, learning rate {}",
+                ft.learning_rate
+            );
+            Some(FineTuneRun {
+                model: Vgg16FineTuned::new(vgg, head.clone(), 5, (512, side4, side4)),
+                train_variants: variants,
+                validation: validation4,
+                test: test4,
+                train,
+                description,
+            })
+        }
+        _ => None,
+    };
+    let fine_tune = match fine_tune_run {
+        Some(FineTuneRun {
+            mut model,
+            train_variants,
+            validation,
+            test,
+            train,
+            description,
+        }) => {
+            progress.on_message(&format!(
+                "fine-tuning {description}: {} trainable parameters, {} epochs{}",
+                model.param_count(),
+                train.epochs,
+                if train_variants.len() > 1 || train.augmentation.is_some() {
+                    ", mirrored images"
+                } else {
+                    ""
+                }
+            ));
+            let variant_refs: Vec<&Prepared> = train_variants.iter().collect();
             let history = training::fit_augmented(
                 &mut model,
                 &variant_refs,
-                Some(&validation4),
-                &ft_train,
+                Some(&validation),
+                &train,
                 progress,
             )?;
-            Some(stage_outcome(
-                &model,
-                history,
-                &validation4,
-                test4.as_ref(),
-            )?)
+            Some(stage_outcome(&model, history, &validation, test.as_ref())?)
         }
-        _ => None,
+        None => None,
     };
 
     Ok(TransferOutcome {

@@ -1,0 +1,149 @@
+//! VGG-16 from ImageNet weights by fine-tuning depth (frozen, block 5, end to end) and input
+//! size: every caffe-input run of the study in one grid, and a sentence written from it.
+
+use super::{minutes, StudyResults};
+use crate::report::Table;
+use crate::transfer::{Architecture, Preprocessing, StageOutcome, TransferOutcome};
+
+/// How much of VGG-16 was trained, in the grid's row order.
+const DEPTHS: [&str; 3] = [
+    "frozen (head only)",
+    "block 5 fine-tuned",
+    "fine-tuned end to end",
+];
+
+/// One cell: a run's scores at one depth and input side.
+struct Cell<'a> {
+    depth: usize,
+    side: usize,
+    stage: &'a StageOutcome,
+    run: &'a TransferOutcome,
+}
+
+/// Every grid cell the study has: each caffe-input VGG-16 run gives its head's cell and, when
+/// it fine-tuned, that cell too (a head trained again for a fine-tuning run is not repeated
+/// when the frozen run at that size exists).
+fn cells(results: &StudyResults) -> Vec<Cell<'_>> {
+    let mut cells: Vec<Cell<'_>> = Vec::new();
+    let runs = results.transfer_runs().filter(|o| {
+        o.config.backbone == Architecture::Vgg16 && o.config.preprocessing == Preprocessing::Caffe
+    });
+    for run in runs {
+        let side = run.config.side;
+        if !cells.iter().any(|c| c.depth == 0 && c.side == side) {
+            cells.push(Cell {
+                depth: 0,
+                side,
+                stage: &run.head,
+                run,
+            });
+        }
+        if let (Some(ft), Some(stage)) = (&run.config.fine_tune, &run.fine_tune) {
+            let depth = if ft.from_block == 1 { 2 } else { 1 };
+            cells.push(Cell {
+                depth,
+                side,
+                stage,
+                run,
+            });
+        }
+    }
+    cells
+}
+
+fn sides(cells: &[Cell<'_>]) -> Vec<usize> {
+    let mut sides: Vec<usize> = cells.iter().map(|c| c.side).collect();
+    sides.sort_unstable();
+    sides.dedup();
+    sides
+}
+
+/// Test accuracy (validation accuracy, wall time of the run) of VGG-16 by fine-tuning depth
+/// (rows) and input size (columns); "-" where the study has no such run. Runs on a random
+/// backbone are marked.
+pub fn vgg16_grid_table(results: &StudyResults) -> Table {
+    let cells = cells(results);
+    let sides = sides(&cells);
+    let headers: Vec<String> = std::iter::once("VGG-16 (caffe input)".to_string())
+        .chain(sides.iter().map(|s| format!("{s}x{s}: test (val), time")))
+        .collect();
+    let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+    let mut table = Table::new(&header_refs);
+    // Cells trained on different subsets (the quick preset) say how many images each used.
+    let mut limits: Vec<Option<usize>> = cells.iter().map(|c| c.run.config.limit).collect();
+    limits.dedup();
+    let mixed = limits.iter().any(|l| *l != limits[0]);
+    for (depth, name) in DEPTHS.iter().enumerate() {
+        let mut row = vec![name.to_string()];
+        for &side in &sides {
+            let cell = cells.iter().find(|c| c.depth == depth && c.side == side);
+            row.push(cell.map_or("-".into(), |c| {
+                let images = match (mixed, c.run.config.limit) {
+                    (false, _) => String::new(),
+                    (true, Some(n)) => format!(", first {n} images"),
+                    (true, None) => ", all images".into(),
+                };
+                format!(
+                    "{} ({:.4}), {}{images}{}",
+                    c.stage
+                        .test
+                        .map_or("-".into(), |t| format!("{:.4}", t.accuracy)),
+                    c.stage.validation.accuracy,
+                    minutes(c.run.wall_seconds),
+                    if c.run.weights.imagenet {
+                        ""
+                    } else {
+                        ", RANDOM init"
+                    }
+                )
+            }));
+        }
+        table.push(row);
+    }
+    table
+}
+
+/// What the grid shows, in sentences written from its numbers (test accuracy; empty when the
+/// study has no VGG-16 runs with test scores).
+pub fn vgg16_grid_text(results: &StudyResults) -> String {
+    let cells = cells(results);
+    let scored: Vec<(&Cell<'_>, f64)> = cells
+        .iter()
+        .filter_map(|c| Some((c, c.stage.test?.accuracy)))
+        .collect();
+    let find = |depth: usize, side: usize| {
+        scored
+            .iter()
+            .find(|(c, _)| c.depth == depth && c.side == side)
+            .map(|&(_, a)| a)
+    };
+    let Some(&(best, best_accuracy)) = scored.iter().max_by(|a, b| a.1.total_cmp(&b.1)) else {
+        return String::new();
+    };
+    let mut text = format!(
+        "The best VGG-16 on the test images is {} at {}x{} ({best_accuracy:.4}, {} trainable parameters).",
+        DEPTHS[best.depth], best.side, best.side, best.stage.trainable_params
+    );
+    if let Some(frozen) = find(0, 32) {
+        for side in sides(&cells).into_iter().filter(|&s| s > 32) {
+            if let Some(larger) = find(0, side) {
+                text += &format!(
+                    " Frozen features at {side}x{side} instead of 32x32: {:+.1} points.",
+                    100.0 * (larger - frozen)
+                );
+            }
+        }
+        for (depth, name) in DEPTHS.iter().enumerate().skip(1) {
+            if let Some(tuned) = find(depth, 32) {
+                text += &format!(
+                    " At 32x32, {name} instead of frozen: {:+.1} points.",
+                    100.0 * (tuned - frozen)
+                );
+            }
+        }
+    }
+    if scored.iter().any(|(c, _)| !c.run.weights.imagenet) {
+        text += " Runs marked RANDOM init had no ImageNet weights: they are not transfer learning.";
+    }
+    text
+}
