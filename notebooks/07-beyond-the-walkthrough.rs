@@ -146,12 +146,13 @@ modern_cnn_confusion(&results).expect("chart")
 // - **Fine-tuning end to end.** Every block trains together with the head (which starts from its
 //   trained state), with a small peak learning rate (1e-4, Adam, cosine schedule with 10% warm-up,
 //   batches of 64, mirrored images), so the ImageNet filters adapt instead of being overwritten.
-//   All 14.7 million backbone weights now get gradients: one epoch at 32x32 is about 45 TFLOP,
-//   roughly 25 minutes on 2 AVX2 cores (4x that at 64x64).
+//   All 14.7 million backbone weights now get gradients: one epoch at 32x32 is about 45 trillion
+//   multiply-adds, roughly 25 minutes on 2 AVX2 cores (4x that at 64x64).
 //
 // That is too slow to run inside a notebook cell, so `fashion-mnist report --extended` runs this
 // grid (frozen, block 5, end to end; 32x32 and 64x64) and this notebook shows its results. In
-// quick mode the grid comes from a few hundred images and one epoch: the mechanics, not the answer.
+// quick mode the new runs use 300 images and one epoch (the walkthrough's cells 1,000 images; each
+// cell then says how many): the mechanics, not the answer.
 // Each cell: test accuracy, validation accuracy in brackets, and the run's wall time.
 
 // %%

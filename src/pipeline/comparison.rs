@@ -79,7 +79,7 @@ fn transfer_row(o: &TransferOutcome) -> ComparisonRow {
         .replace(" (RANDOM init, frozen: not transfer learning)", " RANDOM")
         .replace(" input", "");
     let (model, short_name) = match (o.fine_tuned_label(), &o.config.fine_tune) {
-        (Some(label), Some(ft)) if ft.from_block == 1 => (label, format!("{short} +ft all")),
+        (Some(label), Some(ft)) if ft.is_end_to_end() => (label, format!("{short} +ft all")),
         (Some(label), _) => (label, format!("{short} +ft")),
         _ => (o.label.clone(), short),
     };
@@ -88,7 +88,7 @@ fn transfer_row(o: &TransferOutcome) -> ComparisonRow {
         && o.config
             .fine_tune
             .as_ref()
-            .is_none_or(|ft| ft.from_block == 5);
+            .is_none_or(|ft| !ft.is_end_to_end());
     ComparisonRow {
         model,
         short_name,

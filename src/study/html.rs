@@ -60,21 +60,42 @@ struct Vgg16GridSection {
     table: Table,
 }
 
-const VGG16_GRID_TEXT: &str = "The walkthrough only trains a head on frozen 32x32 features. A practitioner would also try a larger input (the 28x28 images resized to 64x64, so the backbone's five poolings keep 2x2 positions instead of 1x1) and fine-tuning the whole network end to end (Adam, peak learning rate 1e-4 on a cosine schedule with 10% warm-up, batches of 64, mirrored images), starting from the trained head. Each cell: test accuracy, validation accuracy in brackets, the run's wall time (feature extraction, head and fine-tuning; cached features are not recomputed).";
+/// How the grid's runs were made, from the end-to-end runs' own settings.
+fn vgg16_grid_intro(results: &StudyResults) -> String {
+    let end_to_end = results
+        .transfer_runs()
+        .filter_map(|o| o.config.fine_tune.as_ref())
+        .find(|ft| ft.is_end_to_end());
+    let recipe = end_to_end.map_or(String::new(), |ft| {
+        let schedule = schedule_text(ft.schedule, ft.learning_rate);
+        format!(
+            " Fine-tuning end to end trains every block together with the head (which starts from its trained state) for {} epoch{}: Adam, {schedule}, batches of {}{}; the last epoch is scored.",
+            ft.epochs,
+            if ft.epochs == 1 { "" } else { "s" },
+            ft.batch_size.map_or("the head's size".into(), |b| b.to_string()),
+            if ft.mirror { ", mirrored images" } else { "" }
+        )
+    });
+    format!(
+        "The walkthrough trains a head on frozen 32x32 features, and our block-5 run unfreezes only the last block. A practitioner would also try a larger input (the 28x28 images resized to 64x64, so the backbone's five poolings keep 2x2 positions instead of 1x1) and fine-tuning the whole network.{recipe} Each cell: test accuracy, validation accuracy in brackets, the run's wall time (feature extraction, head and fine-tuning; features found in the cache are not recomputed)."
+    )
+}
+
+/// A learning-rate schedule in words, e.g. "a cosine schedule (peak 0.003, 10% linear warm-up)".
+fn schedule_text(schedule: LearningRateSchedule, learning_rate: f64) -> String {
+    match schedule {
+        LearningRateSchedule::Constant => format!("a constant learning rate of {learning_rate}"),
+        LearningRateSchedule::Cosine { warmup_fraction } => format!(
+            "a cosine schedule (peak {learning_rate}, {:.0}% linear warm-up)",
+            100.0 * warmup_fraction
+        ),
+    }
+}
 
 /// How the modern CNN was trained, from its stage config.
 fn recipe_text(stage: &ModernCnnStage) -> String {
     let t = &stage.train;
-    let schedule = match t.schedule {
-        LearningRateSchedule::Constant => {
-            format!("a constant learning rate of {}", t.learning_rate)
-        }
-        LearningRateSchedule::Cosine { warmup_fraction } => format!(
-            "a cosine schedule (peak {}, {:.0}% linear warm-up)",
-            t.learning_rate,
-            100.0 * warmup_fraction
-        ),
-    };
+    let schedule = schedule_text(t.schedule, t.learning_rate);
     let augmentation = match t.augmentation {
         Some(a) => format!(
             "each image shifted by up to {} pixels{} at random every epoch",
@@ -300,7 +321,10 @@ pub fn render_html(
         transfer_table: transfer::results_table(&runs),
         transfer_chart: svg(plots::transfer_curves(&run_refs)?),
         vgg16_grid: results.vgg16_beyond.as_ref().map(|_| Vgg16GridSection {
-            text: format!("{VGG16_GRID_TEXT} {}", super::vgg16_grid_text(results)),
+            text: [vgg16_grid_intro(results), super::vgg16_grid_text(results)]
+                .join(" ")
+                .trim_end()
+                .to_string(),
             table: super::vgg16_grid_table(results),
         }),
         stages: stages_table(results),

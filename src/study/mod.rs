@@ -150,9 +150,26 @@ pub const STAGES: [&str; 9] = [
     "comparison",
 ];
 
+/// (stage number from 1, name) of a stage of [`STAGES`].
+fn numbered(name: &str) -> (usize, &str) {
+    let index = STAGES
+        .iter()
+        .position(|s| *s == name)
+        .unwrap_or_else(|| panic!("{name} is not a stage of the study"));
+    (index + 1, name)
+}
+
 /// Rough minutes of the walkthrough's stages in the full study on 2 CPU cores (AVX2), for
 /// the ETA; a quick study scales them down.
-const FULL_STAGE_MINUTES: [f64; 7] = [0.2, 1.0, 7.0, 11.0, 29.0, 45.0, 5.0];
+const FULL_STAGE_MINUTES: [(&str, f64); 7] = [
+    ("data", 0.2),
+    ("lenet5", 1.0),
+    ("tuning", 7.0),
+    ("cross_validation", 11.0),
+    ("modern_cnn", 29.0),
+    ("vgg16", 45.0),
+    ("resnet50", 5.0),
+];
 
 impl StudyPreset {
     /// Rough minutes each stage of this preset takes on 2 CPU cores (AVX2), in [`STAGES`]
@@ -163,37 +180,51 @@ impl StudyPreset {
         } else {
             1.0
         };
-        let mut minutes: Vec<f64> = FULL_STAGE_MINUTES.iter().map(|m| m * scale).collect();
-        if self.modern_cnn_epochs == 0 {
-            minutes[4] = 0.0;
-        } else {
-            minutes[4] *= self.modern_cnn_epochs as f64 / MODERN_CNN_FULL_EPOCHS as f64;
-        }
-        minutes.push(self.vgg16_beyond_minutes());
-        minutes.push(0.1);
-        minutes
+        let full = |name: &str| {
+            FULL_STAGE_MINUTES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0.0, |(_, minutes)| minutes * scale)
+        };
+        STAGES
+            .iter()
+            .map(|&name| match name {
+                "modern_cnn" => {
+                    full(name) * self.modern_cnn_epochs as f64 / MODERN_CNN_FULL_EPOCHS as f64
+                }
+                "vgg16_beyond" => self.vgg16_beyond_minutes(),
+                "comparison" => 0.1,
+                _ => full(name),
+            })
+            .collect()
     }
 
     /// The VGG-16 runs beyond the walkthrough, from measured rates on 2 AVX2 cores: ~120
-    /// images/s extracting features at 32x32, ~32 images/s training end to end, cost growing
-    /// with the pixel count; ~7 min of head training per 48,000 images.
+    /// images/s extracting features at 32x32 (those are cached by the walkthrough's stage; each
+    /// larger side is extracted once), ~32 images/s training end to end and ~100 evaluating,
+    /// cost growing with the pixel count; ~7 min of head training per 60,000 images.
     fn vgg16_beyond_minutes(&self) -> f64 {
-        let train = self.vgg16_beyond_limit.unwrap_or(60_000) as f64;
+        let Some(stage) = self.vgg16_beyond() else {
+            return 0.0;
+        };
         let test = self.test_limit.unwrap_or(10_000) as f64;
-        let pixels = |side: usize| (side as f64 / 32.0).powi(2);
-        let head = 7.0 * train / 60_000.0;
-        let larger = (self.vgg16_larger_side > 32).then_some(self.vgg16_larger_side);
-        let mut seconds = larger.map_or(0.0, |side| (train + test) * pixels(side) / 120.0);
-        let mut minutes = larger.map_or(0.0, |_| head);
-        if self.vgg16_end_to_end_epochs > 0 {
-            for side in std::iter::once(32).chain(larger) {
-                let epochs = self.vgg16_end_to_end_epochs as f64;
-                let evaluated = epochs * 0.2 * train + test;
-                seconds += pixels(side) * (epochs * 0.8 * train / 32.0 + evaluated / 100.0);
-                minutes += head;
+        let mut extracted = vec![32];
+        let mut seconds = 0.0;
+        for run in &stage.runs {
+            let images = run.limit.unwrap_or(60_000) as f64;
+            let pixels = (run.side as f64 / 32.0).powi(2);
+            if !extracted.contains(&run.side) {
+                extracted.push(run.side);
+                seconds += (images + test) * pixels / 120.0;
+            }
+            seconds += 7.0 * 60.0 * images / 60_000.0;
+            if let Some(ft) = &run.fine_tune {
+                let epochs = ft.epochs as f64;
+                let (train, validation) = (images * 0.8, images * 0.2);
+                seconds += pixels * (epochs * train / 32.0 + (epochs * validation + test) / 100.0);
             }
         }
-        minutes + seconds / 60.0
+        seconds / 60.0
     }
 }
 
@@ -387,7 +418,7 @@ impl Study<'_> {
         let (data, out) = (self.data, self.paths.out.as_path());
         stage(
             &self.context,
-            (2, "lenet5"),
+            numbered("lenet5"),
             &config,
             &[LENET5_CHECKPOINT],
             progress,
@@ -411,7 +442,7 @@ impl Study<'_> {
         let (data, out) = (self.data, self.paths.out.as_path());
         stage(
             &self.context,
-            (5, "modern_cnn"),
+            numbered("modern_cnn"),
             &config,
             &[MODERN_CNN_CHECKPOINT],
             progress,
@@ -432,14 +463,21 @@ impl Study<'_> {
         progress: &mut dyn Progress,
     ) -> Result<StageRecord<TuningSummary>, TrainError> {
         let config = self.preset.tuning();
-        stage(&self.context, (3, "tuning"), &config, &[], progress, |p| {
-            let split = config.split.apply(&self.data.train);
-            let file = self.paths.out.join("tuning").join("random.jsonl");
-            let parallel = rayon::current_num_threads();
-            let results =
-                tuning_stage::run(&split, &config, Some(&file), parallel, self.device, p)?;
-            TuningSummary::of(&results)
-        })
+        stage(
+            &self.context,
+            numbered("tuning"),
+            &config,
+            &[],
+            progress,
+            |p| {
+                let split = config.split.apply(&self.data.train);
+                let file = self.paths.out.join("tuning").join("random.jsonl");
+                let parallel = rayon::current_num_threads();
+                let results =
+                    tuning_stage::run(&split, &config, Some(&file), parallel, self.device, p)?;
+                TuningSummary::of(&results)
+            },
+        )
     }
 
     fn cross_validation(
@@ -450,7 +488,7 @@ impl Study<'_> {
         let config = self.preset.cross_validation(tuned);
         stage(
             &self.context,
-            (4, "cross_validation"),
+            numbered("cross_validation"),
             &config,
             &[],
             progress,
@@ -574,7 +612,7 @@ pub fn run_study(
     };
     let data_record = stage(
         &study.context,
-        (1, "data"),
+        numbered("data"),
         &data_config,
         &[],
         progress,
@@ -584,25 +622,28 @@ pub fn run_study(
     let tuning = study.tuning(progress)?;
     let cross_validation = study.cross_validation(&tuning.results, progress)?;
     let modern_cnn = study.modern_cnn(progress)?;
-    let transfer_stage = |index, architecture: Architecture, progress: &mut dyn Progress| {
+    let transfer_stage = |architecture: Architecture, progress: &mut dyn Progress| {
         let config = preset.transfer(architecture);
-        study.transfer(
-            (index, architecture.name()),
-            architecture,
-            &config,
-            progress,
-        )
+        let name = architecture.name();
+        study.transfer(numbered(name), architecture, &config, progress)
     };
-    let vgg16 = transfer_stage(6, Architecture::Vgg16, progress)?;
-    let resnet50 = transfer_stage(7, Architecture::Resnet50, progress)?;
+    let vgg16 = transfer_stage(Architecture::Vgg16, progress)?;
+    let resnet50 = transfer_stage(Architecture::Resnet50, progress)?;
+    let beyond = numbered("vgg16_beyond");
     let vgg16_beyond = match preset.vgg16_beyond() {
-        Some(config) => {
-            Some(study.transfer((8, "vgg16_beyond"), Architecture::Vgg16, &config, progress)?)
+        Some(config) => Some(study.transfer(beyond, Architecture::Vgg16, &config, progress)?),
+        None => {
+            progress.on_message(&format!(
+                "[stage {}/{}: {}] skipped (this preset has no VGG-16 runs beyond the walkthrough; report --extended runs them)",
+                beyond.0,
+                STAGES.len(),
+                beyond.1
+            ));
+            None
         }
-        None => None,
     };
 
-    progress.on_stage_start(9, STAGES.len(), "comparison", false);
+    progress.on_stage_start(numbered("comparison").0, STAGES.len(), "comparison", false);
     let results = StudyResults {
         preset: preset.clone(),
         data: data_record,
@@ -764,4 +805,52 @@ pub fn stages_table(results: &StudyResults) -> Table {
         table.push(record.summary_row());
     }
     table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_estimates_every_stage_and_skips_what_it_does_not_run() {
+        for preset in [
+            StudyPreset::quick(),
+            StudyPreset::full(),
+            StudyPreset::extended(),
+        ] {
+            let minutes = preset.stage_minutes();
+            assert_eq!(minutes.len(), STAGES.len(), "{}", preset.name);
+            assert!(minutes.iter().all(|m| m.is_finite() && *m >= 0.0));
+        }
+        let beyond = numbered("vgg16_beyond").0 - 1;
+        assert_eq!(StudyPreset::full().stage_minutes()[beyond], 0.0);
+        let extended = StudyPreset::extended().stage_minutes()[beyond];
+        // Hours on 2 cores: end to end at 64x64 dominates.
+        assert!((120.0..600.0).contains(&extended), "{extended}");
+        assert!(StudyPreset::quick().stage_minutes()[beyond] < 5.0);
+        assert_eq!(numbered("data"), (1, "data"));
+        assert_eq!(numbered("comparison").0, STAGES.len());
+    }
+
+    #[test]
+    fn the_extended_preset_keeps_the_full_studys_stages_and_adds_the_vgg16_grid() {
+        let (full, extended) = (StudyPreset::full(), StudyPreset::extended());
+        assert_eq!(full.lenet5(), extended.lenet5());
+        assert_eq!(
+            full.transfer(Architecture::Vgg16),
+            extended.transfer(Architecture::Vgg16)
+        );
+        assert!(full.vgg16_beyond().is_none());
+        let runs = extended.vgg16_beyond().unwrap().runs;
+        let described: Vec<(usize, bool)> = runs
+            .iter()
+            .map(|r| {
+                (
+                    r.side,
+                    r.fine_tune.as_ref().is_some_and(|f| f.is_end_to_end()),
+                )
+            })
+            .collect();
+        assert_eq!(described, vec![(64, false), (32, true), (64, true)]);
+    }
 }

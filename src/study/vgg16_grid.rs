@@ -39,7 +39,7 @@ fn cells(results: &StudyResults) -> Vec<Cell<'_>> {
             });
         }
         if let (Some(ft), Some(stage)) = (&run.config.fine_tune, &run.fine_tune) {
-            let depth = if ft.from_block == 1 { 2 } else { 1 };
+            let depth = if ft.is_end_to_end() { 2 } else { 1 };
             cells.push(Cell {
                 depth,
                 side,
@@ -70,9 +70,9 @@ pub fn vgg16_grid_table(results: &StudyResults) -> Table {
     let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
     let mut table = Table::new(&header_refs);
     // Cells trained on different subsets (the quick preset) say how many images each used.
-    let mut limits: Vec<Option<usize>> = cells.iter().map(|c| c.run.config.limit).collect();
-    limits.dedup();
-    let mixed = limits.iter().any(|l| *l != limits[0]);
+    let mixed = cells
+        .windows(2)
+        .any(|w| w[0].run.config.limit != w[1].run.config.limit);
     for (depth, name) in DEPTHS.iter().enumerate() {
         let mut row = vec![name.to_string()];
         for &side in &sides {
@@ -103,47 +103,72 @@ pub fn vgg16_grid_table(results: &StudyResults) -> Table {
     table
 }
 
-/// What the grid shows, in sentences written from its numbers (test accuracy; empty when the
-/// study has no VGG-16 runs with test scores).
+/// What the grid shows, in sentences written from its numbers: the best cell by validation
+/// accuracy (what a practitioner would pick) with its test accuracy, and what a larger input and
+/// each fine-tuning depth changed on the test images, each against a run on the same images.
+/// Empty when the study has no VGG-16 runs with test scores.
 pub fn vgg16_grid_text(results: &StudyResults) -> String {
     let cells = cells(results);
-    let scored: Vec<(&Cell<'_>, f64)> = cells
+    let test = |stage: &StageOutcome| stage.test.map(|t| t.accuracy);
+    let Some(best) = cells
         .iter()
-        .filter_map(|c| Some((c, c.stage.test?.accuracy)))
-        .collect();
-    let find = |depth: usize, side: usize| {
-        scored
-            .iter()
-            .find(|(c, _)| c.depth == depth && c.side == side)
-            .map(|&(_, a)| a)
-    };
-    let Some(&(best, best_accuracy)) = scored.iter().max_by(|a, b| a.1.total_cmp(&b.1)) else {
+        .filter(|c| c.stage.test.is_some())
+        .max_by(|a, b| {
+            a.stage
+                .validation
+                .accuracy
+                .total_cmp(&b.stage.validation.accuracy)
+        })
+    else {
         return String::new();
     };
-    let mut text = format!(
-        "The best VGG-16 on the test images is {} at {}x{} ({best_accuracy:.4}, {} trainable parameters).",
-        DEPTHS[best.depth], best.side, best.side, best.stage.trainable_params
-    );
-    if let Some(frozen) = find(0, 32) {
+    let mut sentences = vec![format!(
+        "Picked on validation accuracy ({:.4}), the best VGG-16 is {} at {}x{}: test accuracy {:.4}, {} trainable parameters.",
+        best.stage.validation.accuracy,
+        DEPTHS[best.depth],
+        best.side,
+        best.side,
+        test(best.stage).unwrap_or(f64::NAN),
+        best.stage.trainable_params
+    )];
+    let frozen = |side: usize| cells.iter().find(|c| c.depth == 0 && c.side == side);
+    if let Some(small) = frozen(32) {
         for side in sides(&cells).into_iter().filter(|&s| s > 32) {
-            if let Some(larger) = find(0, side) {
-                text += &format!(
-                    " Frozen features at {side}x{side} instead of 32x32: {:+.1} points.",
-                    100.0 * (larger - frozen)
-                );
-            }
-        }
-        for (depth, name) in DEPTHS.iter().enumerate().skip(1) {
-            if let Some(tuned) = find(depth, 32) {
-                text += &format!(
-                    " At 32x32, {name} instead of frozen: {:+.1} points.",
-                    100.0 * (tuned - frozen)
-                );
+            let same_images = |c: &&Cell<'_>| c.run.config.limit == small.run.config.limit;
+            if let Some(large) = frozen(side).filter(same_images) {
+                if let (Some(a), Some(b)) = (test(small.stage), test(large.stage)) {
+                    sentences.push(format!(
+                        "Frozen features at {side}x{side} instead of 32x32: {:+.1} points of test accuracy.",
+                        100.0 * (b - a)
+                    ));
+                }
             }
         }
     }
-    if scored.iter().any(|(c, _)| !c.run.weights.imagenet) {
-        text += " Runs marked RANDOM init had no ImageNet weights: they are not transfer learning.";
+    // Each fine-tuning against the head it started from (same images, same input size).
+    for cell in cells.iter().filter(|c| c.depth > 0) {
+        if let (Some(tuned), Some(head)) = (test(cell.stage), test(&cell.run.head)) {
+            sentences.push(format!(
+                "{} at {}x{}: {:+.1} points over its frozen start.",
+                capitalized(DEPTHS[cell.depth]),
+                cell.side,
+                cell.side,
+                100.0 * (tuned - head)
+            ));
+        }
     }
-    text
+    if cells.iter().any(|c| !c.run.weights.imagenet) {
+        sentences.push(
+            "Runs marked RANDOM init had no ImageNet weights: they are not transfer learning."
+                .into(),
+        );
+    }
+    sentences.join(" ")
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
 }

@@ -128,11 +128,17 @@ impl FineTuneConfig {
         }
     }
 
+    /// Whether every block trains (from block 1), not only block 5.
+    pub fn is_end_to_end(&self) -> bool {
+        self.from_block == 1
+    }
+
     /// Where the fine-tuning starts, in words.
     pub fn depth_label(&self) -> &'static str {
-        match self.from_block {
-            1 => "fine-tuned end to end",
-            _ => "block 5 fine-tuned",
+        if self.is_end_to_end() {
+            "fine-tuned end to end"
+        } else {
+            "block 5 fine-tuned"
         }
     }
 }
@@ -245,7 +251,7 @@ impl TransferOutcome {
     /// fine-tuned" (None without fine-tuning). End to end, nothing stays frozen.
     pub fn fine_tuned_label(&self) -> Option<String> {
         let ft = self.config.fine_tune.as_ref()?;
-        let label = if ft.from_block == 1 {
+        let label = if ft.is_end_to_end() {
             self.label.replace(", frozen", "")
         } else {
             self.label.clone()
@@ -542,16 +548,15 @@ fn run_transfer_keyed<D: ModelDevice>(
 
     // Each depth prepares its own inputs; training and scoring are shared.
     let fine_tune_run = match (&config.fine_tune, &extractor) {
-        (Some(ft), Extractor::Vgg16(vgg)) if ft.from_block == 1 => {
+        (Some(ft), Extractor::Vgg16(vgg)) if ft.is_end_to_end() => {
             let side = config.side;
             let inputs_of = |images: &Dataset| Prepared {
                 pixels: features::backbone_inputs(&images.images, side, config.preprocessing),
                 labels: images.labels.clone(),
             };
-            let all = inputs_of(&train_images);
-            let train_inputs = all.subset(&split.train);
-            let validation_inputs = all.subset(&split.validation);
-            drop(all);
+            // Split the 28x28 images first: resized inputs are up to 20x larger.
+            let train_inputs = inputs_of(&train_images.subset(&split.train));
+            let validation_inputs = inputs_of(&train_images.subset(&split.validation));
             let train = fine_tune_train_config(ft, &config.head);
             let description = format!(
                 "VGG-16 end to end + head, {} images at {side}x{side}, batch {}, peak learning rate {}",
@@ -616,7 +621,7 @@ fn run_transfer_keyed<D: ModelDevice>(
                 ..fine_tune_train_config(ft, &config.head)
             };
             let description = format!(
-                "block 5 + head on cached block-4 features, learning rate {}",
+                "block 5 + head on precomputed block-4 features, learning rate {}",
                 ft.learning_rate
             );
             Some(FineTuneRun {
@@ -737,7 +742,7 @@ pub fn result_file_name(config: &TransferConfig) -> String {
     };
     let fine_tune = match &config.fine_tune {
         None => "",
-        Some(ft) if ft.from_block == 1 => "-fine-tuned-all",
+        Some(ft) if ft.is_end_to_end() => "-fine-tuned-all",
         Some(_) => "-fine-tuned",
     };
     format!(
