@@ -3,14 +3,12 @@
 
 use super::{minutes, StudyResults};
 use crate::report::Table;
-use crate::transfer::{Architecture, Preprocessing, StageOutcome, TransferOutcome};
+use crate::transfer::{
+    Architecture, Preprocessing, StageOutcome, TransferOutcome, BLOCK5_LABEL, END_TO_END_LABEL,
+};
 
 /// How much of VGG-16 was trained, in the grid's row order.
-const DEPTHS: [&str; 3] = [
-    "frozen (head only)",
-    "block 5 fine-tuned",
-    "fine-tuned end to end",
-];
+const DEPTHS: [&str; 3] = ["frozen (head only)", BLOCK5_LABEL, END_TO_END_LABEL];
 
 /// One cell: a run's scores at one depth and input side.
 struct Cell<'a> {
@@ -39,7 +37,10 @@ fn cells(results: &StudyResults) -> Vec<Cell<'_>> {
             });
         }
         if let (Some(ft), Some(stage)) = (&run.config.fine_tune, &run.fine_tune) {
-            let depth = if ft.is_end_to_end() { 2 } else { 1 };
+            let depth = DEPTHS
+                .iter()
+                .position(|d| *d == ft.depth_label())
+                .expect("every fine-tuning depth is a row");
             cells.push(Cell {
                 depth,
                 side,

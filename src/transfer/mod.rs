@@ -136,12 +136,17 @@ impl FineTuneConfig {
     /// Where the fine-tuning starts, in words.
     pub fn depth_label(&self) -> &'static str {
         if self.is_end_to_end() {
-            "fine-tuned end to end"
+            END_TO_END_LABEL
         } else {
-            "block 5 fine-tuned"
+            BLOCK5_LABEL
         }
     }
 }
+
+/// [`FineTuneConfig::depth_label`] of block-5 fine-tuning.
+pub const BLOCK5_LABEL: &str = "block 5 fine-tuned";
+/// [`FineTuneConfig::depth_label`] of end-to-end fine-tuning.
+pub const END_TO_END_LABEL: &str = "fine-tuned end to end";
 
 /// Peak learning rate of [`FineTuneConfig::end_to_end`].
 pub const END_TO_END_LEARNING_RATE: f64 = 1e-4;
