@@ -116,6 +116,10 @@ impl Progress for Bars {
         );
     }
 
+    fn on_stage_skipped(&mut self, index: usize, count: usize, name: &str, why: &str) {
+        eprintln!("\n[stage {index}/{count}: {name}] skipped: {why}");
+    }
+
     fn on_stage_end(&mut self, name: &str, seconds: f64) {
         if seconds > 0.0 {
             eprintln!("[{name} done in {:.1} min]", seconds / 60.0);

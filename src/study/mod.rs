@@ -633,12 +633,12 @@ pub fn run_study(
     let vgg16_beyond = match preset.vgg16_beyond() {
         Some(config) => Some(study.transfer(beyond, Architecture::Vgg16, &config, progress)?),
         None => {
-            progress.on_message(&format!(
-                "[stage {}/{}: {}] skipped (this preset has no VGG-16 runs beyond the walkthrough; report --extended runs them)",
+            progress.on_stage_skipped(
                 beyond.0,
                 STAGES.len(),
-                beyond.1
-            ));
+                beyond.1,
+                "this preset has no VGG-16 runs beyond the walkthrough; report --extended runs them",
+            );
             None
         }
     };
@@ -724,23 +724,26 @@ pub fn comparison_table(results: &StudyResults) -> Table {
 }
 
 /// Which won on the test images, from scratch or transfer learning (ImageNet weights only: a
-/// random backbone is not transfer), in one sentence written from the comparison rows.
+/// random backbone is not transfer), in one sentence written from the comparison rows. Each
+/// side's model is picked on validation accuracy (the test images never choose a model); their
+/// test scores then decide.
 pub fn verdict(rows: &[ComparisonRow]) -> String {
-    let best = |side: fn(&ComparisonRow) -> bool| {
+    let pick = |side: fn(&ComparisonRow) -> bool| {
         rows.iter()
             .filter(|r| side(r))
             .filter_map(|r| Some((r, r.test_accuracy?)))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .max_by(|a, b| a.0.validation.accuracy.total_cmp(&b.0.validation.accuracy))
     };
     let describe = |(row, accuracy): (&ComparisonRow, f64)| {
         format!(
-            "{} ({accuracy:.4}, {} trainable parameters, {})",
+            "{} (test {accuracy:.4}, validation {:.4}, {} trainable parameters, {})",
             row.model,
+            row.validation.accuracy,
             row.trainable_params,
             minutes(row.seconds)
         )
     };
-    match (best(|r| r.from_scratch), best(|r| r.pretrained)) {
+    match (pick(|r| r.from_scratch), pick(|r| r.pretrained)) {
         (Some(scratch), Some(transfer)) => {
             let winner = if scratch.1 >= transfer.1 {
                 "training from scratch wins"
@@ -748,13 +751,13 @@ pub fn verdict(rows: &[ComparisonRow]) -> String {
                 "transfer learning wins"
             };
             format!(
-                "On the test images {winner}: the best model trained from scratch is {}; the best transfer-learning model is {}.",
+                "On the test images {winner}: of the models trained from scratch, the best on validation is {}; of the transfer-learning models, {}.",
                 describe(scratch),
                 describe(transfer)
             )
         }
         (Some(scratch), None) => format!(
-            "The best model trained from scratch is {}; no transfer-learning run (ImageNet weights) has a test score to compare with.",
+            "The model trained from scratch that is best on validation is {}; no transfer-learning run (ImageNet weights) has a test score to compare with.",
             describe(scratch)
         ),
         _ => "No model trained from scratch has a test score, so there is no verdict.".into(),
@@ -810,6 +813,42 @@ pub fn stages_table(results: &StudyResults) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transfer::Score;
+
+    fn row(model: &str, validation: f64, test: f64, from_scratch: bool) -> ComparisonRow {
+        ComparisonRow {
+            model: model.into(),
+            short_name: model.into(),
+            walkthrough: None,
+            validation: Score {
+                accuracy: validation,
+                loss: 0.3,
+            },
+            validation_std: None,
+            test_accuracy: Some(test),
+            trainable_params: 1000,
+            seconds: 60.0,
+            training_images_per_second: None,
+            from_scratch,
+            pretrained: !from_scratch,
+        }
+    }
+
+    #[test]
+    fn the_verdict_picks_each_sides_model_on_validation_and_compares_their_test_scores() {
+        let rows = [
+            row("CNN A", 0.93, 0.90, true),
+            // Best on test, but validation would not have picked it.
+            row("CNN B", 0.91, 0.92, true),
+            row("VGG-16 frozen", 0.89, 0.91, false),
+        ];
+        let text = verdict(&rows);
+        assert!(text.contains("transfer learning wins"), "{text}");
+        assert!(text.contains("CNN A (test 0.9000"), "{text}");
+        assert!(!text.contains("CNN B"), "{text}");
+        let text = verdict(&rows[1..]);
+        assert!(text.contains("training from scratch wins"), "{text}");
+    }
 
     #[test]
     fn every_preset_estimates_every_stage_and_skips_what_it_does_not_run() {

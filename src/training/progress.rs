@@ -20,6 +20,8 @@ pub trait Progress: Send {
     /// A stage of the study begins (`index` of `count`, 1-based); `reused`: its results come
     /// from an earlier run.
     fn on_stage_start(&mut self, _index: usize, _count: usize, _name: &str, _reused: bool) {}
+    /// A stage of the study does not run in this preset; `why` says so in a person's words.
+    fn on_stage_skipped(&mut self, _index: usize, _count: usize, _name: &str, _why: &str) {}
     fn on_stage_end(&mut self, _name: &str, _seconds: f64) {}
     /// A line worth showing: what runs now, a finished trial or fold, a warning, a summary
     /// (trials may finish on several threads; the calls come one at a time).
@@ -62,6 +64,9 @@ impl Progress for EpochLines {
             ""
         };
         println!("[{index}/{count}] {name}{note}");
+    }
+    fn on_stage_skipped(&mut self, index: usize, count: usize, name: &str, why: &str) {
+        println!("[{index}/{count}] {name} skipped: {why}");
     }
     fn on_message(&mut self, message: &str) {
         println!("{message}");
