@@ -303,6 +303,58 @@ fn resnet50_without_imagenet_weights_runs_random_init_labelled_so() {
         "{err}"
     );
 
+    // ResNet-50 is fine-tuned end to end (its batch normalizations training), never from a
+    // block: asking for that is refused before anything runs.
+    let output = transfer(&[
+        "--random-init",
+        "--fine-tune-epochs",
+        "1",
+        "--out",
+        "block5",
+    ]);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("end to end only (add --fine-tune-all)"),
+        "{err}"
+    );
+    assert!(!dir.path().join("block5").exists());
+    let output = transfer(&[
+        "--random-init",
+        "--epochs",
+        "1",
+        "--fine-tune-all",
+        "--fine-tune-epochs",
+        "1",
+        "--preprocessing",
+        "caffe",
+        "--out",
+        "end-to-end",
+    ]);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{err}");
+    assert!(
+        err.contains("fine-tuning ResNet-50 end to end + head"),
+        "{err}"
+    );
+    let result: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            dir.path()
+                .join("end-to-end/resnet50-caffe-fine-tuned-all.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let head_params = result["head"]["trainable_params"].as_u64().unwrap();
+    let tuned = &result["fine_tune"];
+    // The backbone's 23,587,712 parameters less its 53,120 running averages, and the head.
+    assert_eq!(
+        tuned["trainable_params"].as_u64().unwrap(),
+        23_587_712 - 53_120 + head_params
+    );
+    assert_eq!(tuned["history"]["epochs"].as_array().unwrap().len(), 1);
+    assert!(tuned["test"]["accuracy"].as_f64().is_some(), "{tuned}");
+
     let output = Command::new(env!("CARGO_BIN_EXE_fashion-mnist"))
         .args(["weights", "fetch", "resnet50"])
         .output()

@@ -57,11 +57,13 @@ pub struct TransferArgs {
     early_stopping: bool,
     #[arg(long, default_value_t = 3)]
     patience: usize,
-    /// After the head: train VGG-16's block 5 with the head for N epochs (0: no fine-tuning)
+    /// After the head: train VGG-16's block 5 (or, with --fine-tune-all, the whole backbone)
+    /// with the head for N epochs (0: no fine-tuning)
     #[arg(long, default_value_t = 0)]
     fine_tune_epochs: usize,
-    /// Fine-tune all of VGG-16 end to end (on images: every step runs the whole network),
-    /// batches of 64, cosine schedule with warm-up, instead of block 5 alone
+    /// Fine-tune the whole backbone end to end (on images: every step runs the whole network;
+    /// ResNet-50's batch normalizations train), batches of 64, cosine schedule with warm-up,
+    /// instead of VGG-16's block 5 alone
     #[arg(long)]
     fine_tune_all: bool,
     /// Fine-tuning learning rate (peak rate with --fine-tune-all) [default: 1e-5, or 1e-4
@@ -140,8 +142,8 @@ fn stage_config(args: &TransferArgs, architecture: Architecture) -> Result<Trans
             args.side
         );
     }
-    if args.fine_tune_epochs > 0 && architecture != Architecture::Vgg16 {
-        usage!("--fine-tune-epochs: fine-tuning is implemented for VGG-16");
+    if args.fine_tune_epochs > 0 && !args.fine_tune_all && architecture != Architecture::Vgg16 {
+        usage!("--fine-tune-epochs: ResNet-50 is fine-tuned end to end only (add --fine-tune-all)");
     }
     if args.random_init && args.weights.is_some() {
         usage!("--random-init and --weights exclude each other");

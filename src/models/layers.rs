@@ -201,6 +201,16 @@ impl<D: ModelDevice> BatchNorm2d<D> {
         }
     }
 
+    /// A training layer that starts from an inference-mode one (a pretrained backbone's):
+    /// its gamma, beta, running averages and epsilon, the averages updated with `momentum`.
+    pub fn from_inference(norm: BatchNorm<D>, momentum: f32) -> Self {
+        BatchNorm2d {
+            norm,
+            momentum,
+            pending: std::sync::Mutex::new(None),
+        }
+    }
+
     pub fn forward<T: Tape<f32, D>>(&self, x: Tensor4<T, D>) -> Tensor4<T, D> {
         let n = &self.norm;
         if T::OWNS_TAPE {

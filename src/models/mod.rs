@@ -5,7 +5,7 @@ mod head;
 pub mod layers;
 mod lenet5;
 mod modern_cnn;
-mod resnet50;
+pub(crate) mod resnet50;
 mod summary;
 pub(crate) mod vgg16;
 

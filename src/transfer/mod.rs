@@ -10,7 +10,7 @@ pub use features::{
     cached_features, ExtractionRecord, Extractor, FeatureSettings, FeatureStage, Features,
     Preprocessing,
 };
-pub use fine_tune::Vgg16FineTuned;
+pub use fine_tune::{ResNet50FineTuned, Vgg16FineTuned};
 pub use weights::{Architecture, LoadedBackbone};
 
 use std::path::Path;
@@ -357,7 +357,7 @@ fn stage_outcome<M: ImageClassifier>(
         history,
         validation,
         test,
-        trainable_params: crate::models::param_count(model),
+        trainable_params: model.param_count(),
     })
 }
 
@@ -380,13 +380,60 @@ fn fine_tune_train_config(ft: &FineTuneConfig, head: &TrainConfig) -> TrainConfi
 
 /// A fine-tuning stage ready to train: the model, its training inputs (one per precomputed
 /// augmentation), validation and test inputs, and its settings.
-struct FineTuneRun<D: ModelDevice> {
-    model: Vgg16FineTuned<D>,
+struct FineTuneRun<M> {
+    model: M,
     train_variants: Vec<Prepared>,
     validation: Prepared,
     test: Option<Prepared>,
     train: TrainConfig,
     description: String,
+}
+
+impl FineTuneRun<()> {
+    fn with_model<M>(self, model: M) -> FineTuneRun<M> {
+        FineTuneRun {
+            model,
+            train_variants: self.train_variants,
+            validation: self.validation,
+            test: self.test,
+            train: self.train,
+            description: self.description,
+        }
+    }
+}
+
+/// Trains a fine-tuning stage and scores it on validation and test inputs.
+fn fine_tune_and_score<M: ImageClassifier>(
+    run: FineTuneRun<M>,
+    progress: &mut dyn Progress,
+) -> Result<StageOutcome, TrainError> {
+    let FineTuneRun {
+        mut model,
+        train_variants,
+        validation,
+        test,
+        train,
+        description,
+    } = run;
+    progress.on_message(&format!(
+        "fine-tuning {description}: {} trainable parameters, {} epochs{}",
+        model.param_count(),
+        train.epochs,
+        if train_variants.len() > 1 || train.augmentation.is_some() {
+            ", mirrored images"
+        } else {
+            ""
+        }
+    ));
+    let variant_refs: Vec<&Prepared> = train_variants.iter().collect();
+    let history = training::fit_augmented(
+        &mut model,
+        &variant_refs,
+        Some(&validation),
+        &train,
+        progress,
+    )?;
+    stage_outcome(&model, history, &validation, test.as_ref())
 }
 
 /// What a transfer-learning run works on.
@@ -456,10 +503,14 @@ fn run_transfer_keyed<D: ModelDevice>(
         });
     }
     if let Some(ft) = &config.fine_tune {
-        if config.backbone != Architecture::Vgg16 {
+        if config.backbone != Architecture::Vgg16 && !ft.is_end_to_end() {
             return Err(TrainError::Config {
-                name: "fine_tune".into(),
-                message: "fine-tuning is implemented for VGG-16".into(),
+                name: "fine_tune.from_block".into(),
+                message: format!(
+                    "{} is fine-tuned end to end only (from_block 1), got {}",
+                    config.backbone.name(),
+                    ft.from_block
+                ),
             });
         }
         if ft.from_block != 1 && ft.from_block != 5 {
@@ -552,33 +603,50 @@ fn run_transfer_keyed<D: ModelDevice>(
         .map(|rate| head_outcome.epoch_seconds + (train.len() + validation.len()) as f64 / rate);
 
     // Each depth prepares its own inputs; training and scoring are shared.
-    let fine_tune_run = match (&config.fine_tune, &extractor) {
-        (Some(ft), Extractor::Vgg16(vgg)) if ft.is_end_to_end() => {
-            let side = config.side;
-            let inputs_of = |images: &Dataset| Prepared {
-                pixels: features::backbone_inputs(&images.images, side, config.preprocessing),
-                labels: images.labels.clone(),
-            };
-            // Split the 28x28 images first: resized inputs are up to 20x larger.
-            let train_inputs = inputs_of(&train_images.subset(&split.train));
-            let validation_inputs = inputs_of(&train_images.subset(&split.validation));
-            let train = fine_tune_train_config(ft, &config.head);
-            let description = format!(
-                "VGG-16 end to end + head, {} images at {side}x{side}, batch {}, peak learning rate {}",
-                train_inputs.len(),
-                train.batch_size,
-                ft.learning_rate,
-            );
-            Some(FineTuneRun {
-                model: Vgg16FineTuned::new(vgg, head.clone(), 1, (3, side, side)),
-                train_variants: vec![train_inputs],
-                validation: validation_inputs,
-                test: test_set.map(inputs_of),
-                train,
-                description,
-            })
+    let end_to_end = |ft: &FineTuneConfig, name: &str| {
+        let side = config.side;
+        let inputs_of = |images: &Dataset| Prepared {
+            pixels: features::backbone_inputs(&images.images, side, config.preprocessing),
+            labels: images.labels.clone(),
+        };
+        // Split the 28x28 images first: resized inputs are up to 20x larger.
+        let train_inputs = inputs_of(&train_images.subset(&split.train));
+        let validation = inputs_of(&train_images.subset(&split.validation));
+        let train = fine_tune_train_config(ft, &config.head);
+        let description = format!(
+            "{name} end to end + head, {} images at {side}x{side}, batch {}, peak learning rate {}",
+            train_inputs.len(),
+            train.batch_size,
+            ft.learning_rate,
+        );
+        FineTuneRun {
+            model: (),
+            train_variants: vec![train_inputs],
+            validation,
+            test: test_set.map(inputs_of),
+            train,
+            description,
         }
-        (Some(ft), Extractor::Vgg16(vgg)) => {
+    };
+    let fine_tune = match (&config.fine_tune, &extractor, backbone) {
+        (Some(ft), Extractor::Vgg16(vgg), _) if ft.is_end_to_end() => {
+            let model = Vgg16FineTuned::new(vgg, head.clone(), 1, (3, config.side, config.side));
+            Some(fine_tune_and_score(
+                end_to_end(ft, "VGG-16").with_model(model),
+                progress,
+            )?)
+        }
+        (Some(ft), Extractor::ResNet50(_), LoadedBackbone::Resnet50(resnet))
+            if ft.is_end_to_end() =>
+        {
+            let model =
+                ResNet50FineTuned::new(&resnet.to_device(device), head.clone(), config.side);
+            Some(fine_tune_and_score(
+                end_to_end(ft, "ResNet-50").with_model(model),
+                progress,
+            )?)
+        }
+        (Some(ft), Extractor::Vgg16(vgg), _) => {
             let block4 = settings(FeatureStage::Vgg16Block4, false);
             let (all, record) = features_of(
                 &extractor,
@@ -629,47 +697,17 @@ fn run_transfer_keyed<D: ModelDevice>(
                 "block 5 + head on precomputed block-4 features, learning rate {}",
                 ft.learning_rate
             );
-            Some(FineTuneRun {
+            let run = FineTuneRun {
                 model: Vgg16FineTuned::new(vgg, head.clone(), 5, (512, side4, side4)),
                 train_variants: variants,
                 validation: validation4,
                 test: test4,
                 train,
                 description,
-            })
+            };
+            Some(fine_tune_and_score(run, progress)?)
         }
         _ => None,
-    };
-    let fine_tune = match fine_tune_run {
-        Some(FineTuneRun {
-            mut model,
-            train_variants,
-            validation,
-            test,
-            train,
-            description,
-        }) => {
-            progress.on_message(&format!(
-                "fine-tuning {description}: {} trainable parameters, {} epochs{}",
-                model.param_count(),
-                train.epochs,
-                if train_variants.len() > 1 || train.augmentation.is_some() {
-                    ", mirrored images"
-                } else {
-                    ""
-                }
-            ));
-            let variant_refs: Vec<&Prepared> = train_variants.iter().collect();
-            let history = training::fit_augmented(
-                &mut model,
-                &variant_refs,
-                Some(&validation),
-                &train,
-                progress,
-            )?;
-            Some(stage_outcome(&model, history, &validation, test.as_ref())?)
-        }
-        None => None,
     };
 
     Ok(TransferOutcome {
