@@ -460,4 +460,74 @@ mod tests {
             .accuracy;
         assert!(accuracy > 0.8, "held-out accuracy {accuracy}");
     }
+    /// The training-mode loss of `model` on a batch, and its gradients.
+    fn loss_and_grads(
+        model: &ResNet50FineTuned,
+        pixels: &[f32],
+        labels: &[usize],
+    ) -> (f32, Gradients<f32, Cpu>) {
+        let device = Cpu::default();
+        let n = labels.len();
+        let x = device.tensor_from_vec(pixels.to_vec(), (n, 3, 32, 32));
+        let mut one_hot = vec![0.0; n * 10];
+        labels
+            .iter()
+            .enumerate()
+            .for_each(|(i, &l)| one_hot[i * 10 + l] = 1.0);
+        let targets = device.tensor_from_vec(one_hot, (n, 10));
+        let loss =
+            cross_entropy_with_logits_loss(model.forward(x.traced(Gradients::leaky())), targets);
+        let value = loss.as_vec()[0];
+        (value, loss.backward())
+    }
+
+    #[test]
+    fn resnet50_gradients_through_every_residual_sum_match_finite_differences() {
+        let device = Cpu::default();
+        let resnet = ResNet50::new(&device, ResNet50Config::keras(), 7);
+        let head = DenseHead::new(&device, HeadConfig::walkthrough_resnet50(2048), 8);
+        let model = ResNet50FineTuned::new(&resnet, head, 32);
+        let labels: Vec<usize> = (0..16).map(|i| (i * 7) % 10).collect();
+        let pixels: Vec<f32> = (0..labels.len() * 3 * 32 * 32)
+            .map(|i| (((i * 7919) % 251) as f32 - 125.0) / 125.0)
+            .collect();
+        let (_, grads) = loss_and_grads(&model, &pixels, &labels);
+        // The stem sits below all 16 residual sums, the projection beside the first one: a
+        // gradient lost on either branch of a sum shows in both.
+        type Pick = fn(&mut ResNet50FineTuned) -> &mut Conv<Cpu>;
+        let picks: [(&str, Pick); 2] = [
+            ("conv1_conv", |m| &mut m.stem.conv),
+            ("conv2_block1_0_conv", |m| {
+                &mut m.blocks[0].shortcut.as_mut().unwrap().conv
+            }),
+        ];
+        for (name, pick) in picks {
+            let mut probe = model.clone();
+            let kernel = pick(&mut probe).kernel.clone();
+            let g = grads.get(&kernel).as_vec();
+            let norm = g.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!(norm > 0.0, "{name}: no gradient");
+            // Along the gradient the loss changes at |g| per unit step. A random ResNet-50 is
+            // far from smooth: steps that change the loss by more than ~1% leave the linear
+            // regime, much smaller ones drown in f32 rounding.
+            let step = 5e-3 / norm;
+            let loss_at = |sign: f32| {
+                let mut moved = model.clone();
+                let values: Vec<f32> = kernel
+                    .as_vec()
+                    .iter()
+                    .zip(&g)
+                    .map(|(w, d)| w + sign * step * d / norm)
+                    .collect();
+                pick(&mut moved).kernel = device.tensor_from_vec(values, *kernel.shape());
+                loss_and_grads(&moved, &pixels, &labels).0
+            };
+            let numeric = (loss_at(1.0) - loss_at(-1.0)) / (2.0 * step);
+            let relative = (numeric - norm).abs() / norm;
+            assert!(
+                relative < 0.03,
+                "{name}: |g| {norm}, finite difference {numeric}"
+            );
+        }
+    }
 }
