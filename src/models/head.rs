@@ -57,9 +57,9 @@ impl HeadConfig {
         }
     }
 
-    /// The walkthrough's head on ResNet-50: global average pooling, Dense 10. At 32x32 the
-    /// backbone's output is 1x1, so the pooling is the flattening every head starts with; at
-    /// larger sides this head takes the flattened positions instead (no pooling layer yet).
+    /// The walkthrough's head on ResNet-50: global average pooling, Dense 10. The pooling is
+    /// parameter-free, so it happens on the features (`Features::global_average_pooled`) and
+    /// in the end-to-end model; this head takes the pooled channels.
     pub fn walkthrough_resnet50(features: usize) -> Self {
         HeadConfig {
             name: "resnet50_head".into(),

@@ -154,6 +154,25 @@ impl Features {
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
+
+    /// Each channel's mean over its positions (Keras' `GlobalAveragePooling2D`): (C, 1, 1)
+    /// per image.
+    pub fn global_average_pooled(self) -> Features {
+        let (channels, height, width) = self.shape;
+        let positions = height * width;
+        if positions == 1 {
+            return self;
+        }
+        let values = self
+            .values
+            .chunks_exact(positions)
+            .map(|plane| plane.iter().sum::<f32>() / positions as f32)
+            .collect();
+        Features {
+            values,
+            shape: (channels, 1, 1),
+        }
+    }
 }
 
 /// A frozen backbone with its weights on device `D`, made once per run and used for every
@@ -431,4 +450,31 @@ pub fn cached_features<D: ModelDevice>(
             cache_file: path,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn global_average_pooling_takes_each_channels_mean_per_image() {
+        // Two images, two channels of 2x2 positions.
+        let features = Features {
+            values: vec![
+                1.0, 2.0, 3.0, 6.0, /* */ -4.0, 0.0, 0.0, 0.0, // image 1
+                0.5, 0.5, 0.5, 0.5, /* */ 8.0, 8.0, 0.0, 0.0, // image 2
+            ],
+            shape: (2, 2, 2),
+        };
+        let pooled = features.global_average_pooled();
+        assert_eq!(pooled.shape, (2, 1, 1));
+        assert_eq!(pooled.values, vec![3.0, -1.0, 0.5, 4.0]);
+        assert_eq!(pooled.len(), 2);
+        // One position: nothing to pool.
+        let single = Features {
+            values: vec![7.0, 9.0],
+            shape: (2, 1, 1),
+        };
+        assert_eq!(single.clone().global_average_pooled().values, single.values);
+    }
 }

@@ -317,7 +317,9 @@ impl<D: ModelDevice> ImageClassifier for ResNet50FineTuned<D> {
             let folded = self.backbone().fold();
             folded.forward(x.retaped::<NoneTape>()).retaped::<T>()
         };
-        self.head.forward_features(flatten(features))
+        // The walkthrough's head: global average pooling, then its dense layers.
+        let pooled = features.mean::<(usize, usize), Axes2<2, 3>>();
+        self.head.forward_features(pooled)
     }
 
     fn summary(&self) -> ModelSummary {

@@ -329,6 +329,13 @@ fn features_of<D: ModelDevice>(
         )
     };
     progress.on_message(&message);
+    // The walkthrough's ResNet-50 head starts with GlobalAveragePooling2D; the cache keeps
+    // the positions (one at 32x32, where pooling changes nothing).
+    let features = if settings.backbone == Architecture::Resnet50 {
+        features.global_average_pooled()
+    } else {
+        features
+    };
     Ok((
         Prepared {
             pixels: features.values,
