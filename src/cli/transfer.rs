@@ -136,9 +136,9 @@ fn stage_config(args: &TransferArgs, architecture: Architecture) -> Result<Trans
     if args.fine_tune_epochs > 0 && !(rate.is_finite() && rate > 0.0) {
         usage!("--fine-tune-learning-rate must be a positive number, got {rate}");
     }
-    if args.side < 32 || !args.side.is_multiple_of(32) {
+    if args.side < 32 {
         usage!(
-            "--side must be a multiple of 32 (both backbones halve it five times), got {}",
+            "--side must be at least 32 (both backbones halve it five times), got {}",
             args.side
         );
     }

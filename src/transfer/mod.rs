@@ -502,11 +502,11 @@ fn run_transfer_keyed<D: ModelDevice>(
             ),
         });
     }
-    // Both backbones halve the image five times.
-    if config.side < 32 || !config.side.is_multiple_of(32) {
+    // Both backbones halve the image five times (rounding down, as Keras's valid pooling).
+    if config.side < 32 {
         return Err(TrainError::Config {
             name: "side".into(),
-            message: format!("must be a multiple of 32 (got {})", config.side),
+            message: format!("must be at least 32 (got {})", config.side),
         });
     }
     if let Some(ft) = &config.fine_tune {
