@@ -319,6 +319,12 @@ fn resnet50_without_imagenet_weights_runs_random_init_labelled_so() {
         "{err}"
     );
     assert!(!dir.path().join("block5").exists());
+    // Both backbones halve the input five times: a side under 32 is refused up front.
+    let output = transfer(&["--random-init", "--side", "31", "--out", "side31"]);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.contains("--side must be at least 32"), "{err}");
+    assert!(!dir.path().join("side31").exists());
     let output = transfer(&[
         "--random-init",
         "--epochs",

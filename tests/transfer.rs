@@ -402,3 +402,41 @@ fn features_come_back_from_the_cache_and_a_damaged_cache_file_is_recomputed() {
     assert_eq!(recomputed.values, first.values);
     assert_eq!(std::fs::read(&file).unwrap().len(), bytes.len());
 }
+
+#[test]
+fn backbones_take_any_side_from_32_and_pool_it_down_as_their_summaries_say() {
+    // Keras's valid 2x2 pooling rounds down: 48 -> 24 -> 12 -> 6 -> 3 -> 1 in VGG-16.
+    let device = Cpu::default();
+    let vgg = Vgg16::new(&device, 0);
+    let resnet = ResNet50::new(&device, ResNet50Config::keras(), 0);
+    let folded = resnet.fold();
+    for (side, vgg_out, resnet_out) in [(32, 1, 1), (48, 1, 2), (64, 2, 2)] {
+        let images =
+            || device.tensor_from_vec(vec![0.5f32; 2 * 3 * side * side], (2, 3, side, side));
+        let vgg_features = vgg.forward(images());
+        assert_eq!(
+            vgg_features.shape(),
+            &(2, 512, vgg_out, vgg_out),
+            "VGG-16 at {side}"
+        );
+        let vgg_summary = vgg.summary(side);
+        assert_eq!(
+            vgg_summary.layers.last().unwrap().output_shape,
+            [vgg_out, vgg_out, 512],
+            "VGG-16 summary at {side}"
+        );
+        let resnet_features = folded.forward(images());
+        assert_eq!(
+            resnet_features.shape(),
+            &(2, 2048, resnet_out, resnet_out),
+            "ResNet-50 at {side}"
+        );
+        let resnet_summary = resnet.summary(side);
+        assert_eq!(
+            resnet_summary.layers.last().unwrap().output_shape,
+            [resnet_out, resnet_out, 2048],
+            "ResNet-50 summary at {side}"
+        );
+        assert!(vgg_features.as_vec().iter().all(|v| v.is_finite()));
+    }
+}
