@@ -440,3 +440,38 @@ fn backbones_take_any_side_from_32_and_pool_it_down_as_their_summaries_say() {
         assert!(vgg_features.as_vec().iter().all(|v| v.is_finite()));
     }
 }
+
+#[test]
+fn resnet50_results_above_32_from_the_flattening_head_are_refused() {
+    use fashion_mnist::transfer::weights::LoadedBackbone;
+    use fashion_mnist::transfer::{run_key, Preprocessing, TransferConfig, WeightsInfo};
+    let (train, _) = real_images(20, 0);
+    let info = WeightsInfo::random(0);
+    let key = |architecture: Architecture, side: usize| {
+        let backbone = LoadedBackbone::random(architecture, 0);
+        let inputs = TransferInputs {
+            train_set: &train,
+            test_set: None,
+            backbone: &backbone,
+            weights: &info,
+            cache_dir: None,
+            device: &Cpu::default(),
+        };
+        let mut config = TransferConfig::walkthrough(architecture, Preprocessing::Caffe);
+        config.side = side;
+        run_key(&inputs, &config)
+    };
+    let differences = key(Architecture::Resnet50, 64).differences(&key(Architecture::Resnet50, 32));
+    assert_eq!(differences.len(), 2, "{differences:?}");
+    assert!(
+        differences[0].starts_with("config.side: 32"),
+        "{differences:?}"
+    );
+    assert_eq!(
+        differences[1],
+        "resnet50_head_input: (absent) in the stored results, \"global average pooled\" now"
+    );
+    // VGG-16 always flattened; its results at any side keep their key.
+    let vgg = key(Architecture::Vgg16, 64).differences(&key(Architecture::Vgg16, 32));
+    assert_eq!(vgg.len(), 1, "{vgg:?}");
+}

@@ -805,12 +805,19 @@ pub fn result_file_name(config: &TransferConfig) -> String {
 /// What determines a transfer run's results: the exact images, the settings, the weights, the
 /// device and the library version.
 pub fn run_key<D: ModelDevice>(inputs: &TransferInputs<'_, D>, config: &TransferConfig) -> RunKey {
-    RunKey::new()
+    let key = RunKey::new()
         .with("train_data", inputs.train_set.fingerprint())
         .with("test_data", inputs.test_set.map(|t| t.fingerprint()))
         .with("config", config)
         .with("weights", inputs.weights)
-        .with("device", D::CHOICE)
+        .with("device", D::CHOICE);
+    // Above 32x32 ResNet-50's head once flattened its 2x2 (or larger) map; results from then
+    // lack this entry and are refused. At 32x32 the map is 1x1 and both heads are the same.
+    if config.backbone == Architecture::Resnet50 && config.side > 32 {
+        key.with("resnet50_head_input", "global average pooled")
+    } else {
+        key
+    }
 }
 
 /// The results saved at `path`, if there are any. Results made under another key are refused
