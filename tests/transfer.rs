@@ -6,7 +6,7 @@ use common::real_images;
 use std::path::{Path, PathBuf};
 
 use dfdx::prelude::*;
-use fashion_mnist::models::{param_count, ResNet50, ResNet50Config, Vgg16};
+use fashion_mnist::models::{param_count, ModelSummary, ResNet50, ResNet50Config, Vgg16};
 use fashion_mnist::ops::Tensor4;
 use fashion_mnist::transfer::weights::{self, Architecture, LoadedBackbone, RawTensor};
 use fashion_mnist::transfer::TransferInputs;
@@ -410,49 +410,60 @@ fn backbones_take_any_side_from_32_and_pool_it_down_as_their_summaries_say() {
     let vgg = Vgg16::new(&device, 0);
     let resnet = ResNet50::new(&device, ResNet50Config::keras(), 0);
     let folded = resnet.fold();
+    // The forward pass and the Keras-style summary agree on (channels, side, side) out.
+    let check =
+        |name: &str, side: usize, features: Tensor4, summary: ModelSummary, out: (usize, usize)| {
+            let (channels, out_side) = out;
+            assert_eq!(
+                features.shape(),
+                &(2, channels, out_side, out_side),
+                "{name} at {side}"
+            );
+            assert_eq!(
+                summary.layers.last().unwrap().output_shape,
+                [out_side, out_side, channels],
+                "{name} summary at {side}"
+            );
+            assert!(
+                features.as_vec().iter().all(|v| v.is_finite()),
+                "{name} at {side}"
+            );
+        };
     for (side, vgg_out, resnet_out) in [(32, 1, 1), (48, 1, 2), (64, 2, 2)] {
         let images =
             || device.tensor_from_vec(vec![0.5f32; 2 * 3 * side * side], (2, 3, side, side));
-        let vgg_features = vgg.forward(images());
-        assert_eq!(
-            vgg_features.shape(),
-            &(2, 512, vgg_out, vgg_out),
-            "VGG-16 at {side}"
+        check(
+            "VGG-16",
+            side,
+            vgg.forward(images()),
+            vgg.summary(side),
+            (512, vgg_out),
         );
-        let vgg_summary = vgg.summary(side);
-        assert_eq!(
-            vgg_summary.layers.last().unwrap().output_shape,
-            [vgg_out, vgg_out, 512],
-            "VGG-16 summary at {side}"
+        check(
+            "ResNet-50",
+            side,
+            folded.forward(images()),
+            resnet.summary(side),
+            (2048, resnet_out),
         );
-        let resnet_features = folded.forward(images());
-        assert_eq!(
-            resnet_features.shape(),
-            &(2, 2048, resnet_out, resnet_out),
-            "ResNet-50 at {side}"
-        );
-        let resnet_summary = resnet.summary(side);
-        assert_eq!(
-            resnet_summary.layers.last().unwrap().output_shape,
-            [resnet_out, resnet_out, 2048],
-            "ResNet-50 summary at {side}"
-        );
-        assert!(vgg_features.as_vec().iter().all(|v| v.is_finite()));
     }
 }
 
 #[test]
 fn resnet50_results_above_32_from_the_flattening_head_are_refused() {
-    use fashion_mnist::transfer::weights::LoadedBackbone;
     use fashion_mnist::transfer::{run_key, Preprocessing, TransferConfig, WeightsInfo};
     let (train, _) = real_images(20, 0);
     let info = WeightsInfo::random(0);
+    let backbones =
+        [Architecture::Resnet50, Architecture::Vgg16].map(|a| LoadedBackbone::random(a, 0));
     let key = |architecture: Architecture, side: usize| {
-        let backbone = LoadedBackbone::random(architecture, 0);
         let inputs = TransferInputs {
             train_set: &train,
             test_set: None,
-            backbone: &backbone,
+            backbone: backbones
+                .iter()
+                .find(|b| b.architecture() == architecture)
+                .unwrap(),
             weights: &info,
             cache_dir: None,
             device: &Cpu::default(),
