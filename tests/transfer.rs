@@ -404,6 +404,27 @@ fn features_come_back_from_the_cache_and_a_damaged_cache_file_is_recomputed() {
 }
 
 #[test]
+fn resnet50_channel_major_cpu_pass_matches_the_tensor_ops_pass() {
+    // The CPU's forward pass (channel-major, plain buffers) against the device-generic one, at a
+    // side whose last map is 2x2, with a batch whose GEMMs split by columns in the early stages
+    // and by output channels in the late ones.
+    let device = Cpu::default();
+    let folded = ResNet50::new(&device, ResNet50Config::keras(), 3).fold();
+    let shape = (9, 3, 48, 48);
+    let values: Vec<f32> = (0..9 * 3 * 48 * 48)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let input: Tensor4 = device.tensor_from_vec(values, shape);
+    let ours = folded.forward(input.clone());
+    let reference = folded.forward_with_tensor_ops(input);
+    assert_eq!(ours.shape(), &(9, 2048, 2, 2));
+    assert_eq!(ours.shape(), reference.shape());
+    let error = relative_error(&ours.as_vec(), &reference.as_vec());
+    assert!(error < 1e-5, "relative error {error}");
+    assert!(reference.as_vec().iter().any(|v| *v > 0.0), "all zero");
+}
+
+#[test]
 fn backbones_take_any_side_from_32_and_pool_it_down_as_their_summaries_say() {
     // Keras's valid 2x2 pooling rounds down: 48 -> 24 -> 12 -> 6 -> 3 -> 1 in VGG-16.
     let device = Cpu::default();

@@ -5,6 +5,7 @@
 use dfdx::prelude::*;
 
 use super::{ParamVisitor, ParamVisitorMut};
+use crate::ops::channel_major::ConvWeights;
 use crate::ops::{conv2d, InputGrad, ModelDevice, Tensor1, Tensor4};
 
 /// A 2-D convolution with bias, square kernel stored (out, in, k, k).
@@ -19,6 +20,20 @@ pub struct Conv<D: ModelDevice = Cpu> {
 }
 
 impl<D: ModelDevice> Conv<D> {
+    /// The weights as plain host buffers, for the CPU's channel-major inference.
+    pub fn plain_weights(&self) -> ConvWeights {
+        let (out_channels, in_channels, kernel_size, _) = *self.kernel.shape();
+        ConvWeights {
+            kernel: self.kernel.as_vec(),
+            bias: self.bias.as_vec(),
+            out_channels,
+            in_channels,
+            kernel_size,
+            stride: self.stride,
+            padding: self.padding,
+        }
+    }
+
     /// Glorot-uniform kernel and zero bias (Keras' defaults), drawn from `rng`.
     pub fn new(
         device: &D,

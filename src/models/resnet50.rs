@@ -13,7 +13,12 @@ use rand_chacha::ChaCha8Rng;
 
 use super::layers::{BatchNorm, Conv};
 use super::{LayerSummary, ModelSummary, ParamVisitor, ParamVisitorMut, Parameters};
-use crate::ops::{add_activations, max_pool2d, InputGrad, ModelDevice, Tensor4};
+use std::sync::Arc;
+
+use crate::ops::channel_major::{self, ChannelMajor, ConvWeights};
+use crate::ops::{
+    add_activations, cpu_ops, max_pool2d, CpuOps, DeviceChoice, InputGrad, ModelDevice, Tensor4,
+};
 
 /// (stage name, blocks, bottleneck filters, stride of the first block).
 const STAGES: [(&str, usize, usize, usize); 4] = [
@@ -200,7 +205,9 @@ impl<D: ModelDevice> ResNet50<D> {
                     convs: [b.convs[0].fold(), b.convs[1].fold(), b.convs[2].fold()],
                 })
                 .collect(),
+            plain: None,
         }
+        .with_plain_weights_on_cpu()
     }
 
     /// Keras-style summary (convolutions, normalizations and block outputs) for a `side` x
@@ -313,16 +320,79 @@ struct FoldedBlock<D: ModelDevice> {
 pub struct FoldedResNet50<D: ModelDevice = Cpu> {
     stem: Conv<D>,
     blocks: Vec<FoldedBlock<D>>,
+    /// On the CPU, the same weights as plain buffers for the channel-major forward pass.
+    plain: Option<Arc<PlainResNet50>>,
+}
+
+#[derive(Debug)]
+struct PlainResNet50 {
+    stem: ConvWeights,
+    /// (shortcut projection, the three convolutions) per block.
+    blocks: Vec<(Option<ConvWeights>, [ConvWeights; 3])>,
+}
+
+impl PlainResNet50 {
+    fn forward(&self, x: ChannelMajor) -> ChannelMajor {
+        let x = channel_major::conv(&x, &self.stem, true);
+        let mut x = channel_major::max_pool(&x, 3, 2, 1);
+        for (shortcut, convs) in &self.blocks {
+            let projected = shortcut.as_ref().map(|s| channel_major::conv(&x, s, false));
+            let y = channel_major::conv(&x, &convs[0], true);
+            let y = channel_major::conv(&y, &convs[1], true);
+            let mut y = channel_major::conv(&y, &convs[2], false);
+            channel_major::add_relu(&mut y, projected.as_ref().unwrap_or(&x));
+            x = y;
+        }
+        x
+    }
 }
 
 impl<D: ModelDevice> FoldedResNet50<D> {
+    fn with_plain_weights_on_cpu(mut self) -> Self {
+        if D::CHOICE == DeviceChoice::Cpu {
+            self.plain = Some(Arc::new(PlainResNet50 {
+                stem: self.stem.plain_weights(),
+                blocks: self
+                    .blocks
+                    .iter()
+                    .map(|b| {
+                        (
+                            b.shortcut.as_ref().map(Conv::plain_weights),
+                            [
+                                b.convs[0].plain_weights(),
+                                b.convs[1].plain_weights(),
+                                b.convs[2].plain_weights(),
+                            ],
+                        )
+                    })
+                    .collect(),
+            }));
+        }
+        self
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> D {
         self.stem.kernel.device().clone()
     }
 
-    /// `conv5_block3_out` for an input (B, 3, H, W).
+    /// `conv5_block3_out` for an input (B, 3, H, W). On the CPU (custom ops) in channel-major
+    /// layout on plain buffers, otherwise with the device's tensor ops
+    /// ([`Self::forward_with_tensor_ops`]).
     pub fn forward(&self, x: Tensor4<NoneTape, D>) -> Tensor4<NoneTape, D> {
+        match &self.plain {
+            Some(plain) if cpu_ops() == CpuOps::Custom => {
+                let shape = *x.shape();
+                let y = plain.forward(ChannelMajor::from_batch_major(&x.as_vec(), shape));
+                x.device()
+                    .tensor_from_vec(y.to_batch_major(), (y.batch, y.channels, y.height, y.width))
+            }
+            _ => self.forward_with_tensor_ops(x),
+        }
+    }
+
+    /// [`Self::forward`] with the device's tensor ops (batch-major; what a GPU runs).
+    pub fn forward_with_tensor_ops(&self, x: Tensor4<NoneTape, D>) -> Tensor4<NoneTape, D> {
         let skip = InputGrad::Skip;
         let x = self.stem.forward(x, skip).relu();
         let mut x = max_pool2d(x, 3, 2, 1);

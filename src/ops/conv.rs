@@ -73,38 +73,42 @@ impl Conv2dGeometry {
     /// Unfolds one image (C, H, W) into `cols` (C*K*K rows of OH*OW values, `row_stride`
     /// apart: several images of a group sit side by side in one matrix).
     fn im2col(&self, image: &[f32], cols: &mut [f32], row_stride: usize) {
-        let (k, oh, ow) = (self.kernel, self.out_height(), self.out_width());
         let plane = self.in_height * self.in_width;
-        for c in 0..self.in_channels {
-            let channel = &image[c * plane..(c + 1) * plane];
-            for ky in 0..k {
-                for kx in 0..k {
-                    let row = (c * k + ky) * k + kx;
-                    let dst = &mut cols[row * row_stride..row * row_stride + oh * ow];
-                    for oy in 0..oh {
-                        let dst_row = &mut dst[oy * ow..(oy + 1) * ow];
-                        let Some(iy) = self.source(oy, ky, self.in_height) else {
-                            dst_row.fill(0.0);
-                            continue;
-                        };
-                        let src_row = &channel[iy * self.in_width..(iy + 1) * self.in_width];
-                        if self.stride == 1 {
-                            // Contiguous run of valid columns, zeros on either side.
-                            let first = self.padding.saturating_sub(kx).min(ow);
-                            let last = (self.in_width + self.padding)
-                                .saturating_sub(kx)
-                                .clamp(first, ow);
-                            dst_row[..first].fill(0.0);
-                            let start = first + kx - self.padding;
-                            dst_row[first..last]
-                                .copy_from_slice(&src_row[start..start + last - first]);
-                            dst_row[last..].fill(0.0);
-                        } else {
-                            for (ox, d) in dst_row.iter_mut().enumerate() {
-                                *d = self
-                                    .source(ox, kx, self.in_width)
-                                    .map_or(0.0, |ix| src_row[ix]);
-                            }
+        let rows = self.kernel * self.kernel;
+        for (c, channel) in image.chunks_exact(plane).enumerate() {
+            self.im2col_channel(channel, &mut cols[c * rows * row_stride..], row_stride);
+        }
+    }
+
+    /// Unfolds one channel (H, W) into `cols` (K*K rows of OH*OW values, `row_stride` apart).
+    pub(super) fn im2col_channel(&self, channel: &[f32], cols: &mut [f32], row_stride: usize) {
+        let (k, oh, ow) = (self.kernel, self.out_height(), self.out_width());
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = ky * k + kx;
+                let dst = &mut cols[row * row_stride..row * row_stride + oh * ow];
+                for oy in 0..oh {
+                    let dst_row = &mut dst[oy * ow..(oy + 1) * ow];
+                    let Some(iy) = self.source(oy, ky, self.in_height) else {
+                        dst_row.fill(0.0);
+                        continue;
+                    };
+                    let src_row = &channel[iy * self.in_width..(iy + 1) * self.in_width];
+                    if self.stride == 1 {
+                        // Contiguous run of valid columns, zeros on either side.
+                        let first = self.padding.saturating_sub(kx).min(ow);
+                        let last = (self.in_width + self.padding)
+                            .saturating_sub(kx)
+                            .clamp(first, ow);
+                        dst_row[..first].fill(0.0);
+                        let start = first + kx - self.padding;
+                        dst_row[first..last].copy_from_slice(&src_row[start..start + last - first]);
+                        dst_row[last..].fill(0.0);
+                    } else {
+                        for (ox, d) in dst_row.iter_mut().enumerate() {
+                            *d = self
+                                .source(ox, kx, self.in_width)
+                                .map_or(0.0, |ix| src_row[ix]);
                         }
                     }
                 }

@@ -11,6 +11,7 @@
 //! every device; [`ModelDevice`] picks the implementation.
 
 mod batch_norm;
+pub mod channel_major;
 pub mod composite;
 mod conv;
 mod device;

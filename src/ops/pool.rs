@@ -28,7 +28,7 @@ impl Pool2dGeometry {
     }
 
     /// Pools one plane; `argmax` receives the input index each output took its value from.
-    fn pool_plane(&self, src: &[f32], dst: &mut [f32], argmax: &mut [u32]) {
+    pub(super) fn pool_plane(&self, src: &[f32], dst: &mut [f32], argmax: &mut [u32]) {
         if self.kernel == 2 && self.stride == 2 && self.padding == 0 {
             return self.pool_plane_2x2(src, dst, argmax);
         }
