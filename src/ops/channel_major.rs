@@ -104,17 +104,30 @@ pub fn conv(x: &ChannelMajor, w: &ConvWeights, relu: bool) -> ChannelMajor {
     let pointwise = w.kernel_size == 1 && w.stride == 1 && w.padding == 0;
     let mut cols = Vec::new();
     if !pointwise {
-        // Rows c*K*K.. of the im2col matrix come from channel c of every image.
+        // Rows c*K*K.. of the im2col matrix come from channel c of every image, gathered
+        // through one index table (the planes here are small: per-row copies cost more).
         cols = scratch::take(patch * columns);
         let kernel_rows = w.kernel_size * w.kernel_size;
         let in_plane = x.plane();
+        let sources = gather_table(&geom);
         cols.par_chunks_mut(kernel_rows * columns)
             .zip(x.data.par_chunks(x.batch * in_plane))
-            .for_each(|(rows, channel)| {
-                for (i, image) in channel.chunks_exact(in_plane).enumerate() {
-                    geom.im2col_channel(image, &mut rows[i * plane..], columns);
-                }
-            });
+            .for_each_init(
+                || vec![0.0f32; in_plane + 1],
+                |padded, (rows, channel)| {
+                    for (i, image) in channel.chunks_exact(in_plane).enumerate() {
+                        // The last element stands for every position in the padding.
+                        padded[..in_plane].copy_from_slice(image);
+                        padded[in_plane] = 0.0;
+                        for (row, table) in sources.chunks_exact(plane).enumerate() {
+                            let dst = &mut rows[row * columns + i * plane..][..plane];
+                            for (d, &src) in dst.iter_mut().zip(table) {
+                                *d = padded[src as usize];
+                            }
+                        }
+                    }
+                },
+            );
     }
     let rhs: &[f32] = if pointwise { &x.data } else { &cols };
     let mut out = vec![0.0f32; w.out_channels * columns];
@@ -216,4 +229,27 @@ fn relu_in_place(values: &mut [f32]) {
     for v in values {
         *v = v.max(0.0);
     }
+}
+
+/// For each kernel offset (K*K rows) and output position (OH*OW), the input position it reads,
+/// or H*W where that falls into the zero padding.
+fn gather_table(geom: &Conv2dGeometry) -> Vec<u32> {
+    let (k, oh, ow) = (geom.kernel, geom.out_height(), geom.out_width());
+    let padding = (geom.in_height * geom.in_width) as u32;
+    let mut table = Vec::with_capacity(k * k * oh * ow);
+    for ky in 0..k {
+        for kx in 0..k {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let y = geom.source(oy, ky, geom.in_height);
+                    let x = geom.source(ox, kx, geom.in_width);
+                    table.push(match (y, x) {
+                        (Some(y), Some(x)) => (y * geom.in_width + x) as u32,
+                        _ => padding,
+                    });
+                }
+            }
+        }
+    }
+    table
 }

@@ -65,7 +65,7 @@ impl Conv2dGeometry {
 
     /// The source pixel index along one axis, or None when it falls into the padding.
     #[inline]
-    fn source(&self, out: usize, k: usize, size: usize) -> Option<usize> {
+    pub(super) fn source(&self, out: usize, k: usize, size: usize) -> Option<usize> {
         let pos = (out * self.stride + k) as isize - self.padding as isize;
         (pos >= 0 && (pos as usize) < size).then_some(pos as usize)
     }
