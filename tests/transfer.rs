@@ -425,6 +425,25 @@ fn resnet50_channel_major_cpu_pass_matches_the_tensor_ops_pass() {
 }
 
 #[test]
+fn vgg16_channel_major_cpu_pass_matches_the_tensor_ops_pass() {
+    // As for ResNet-50, at 48x48: odd planes (block 4 at 6x6 pools to 3x3, so block 5's
+    // Winograd tiles overhang the edge) and a batch whose GEMMs split by columns early on.
+    let device = Cpu::default();
+    let vgg = Vgg16::new(&device, 4);
+    let shape = (5, 3, 48, 48);
+    let values: Vec<f32> = (0..5 * 3 * 48 * 48)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let input: Tensor4 = device.tensor_from_vec(values, shape);
+    let ours = vgg.forward(input.clone());
+    let reference = vgg.forward_with_tensor_ops(input);
+    assert_eq!(ours.shape(), &(5, 512, 1, 1));
+    let error = relative_error(&ours.as_vec(), &reference.as_vec());
+    assert!(error < 1e-5, "relative error {error}");
+    assert!(reference.as_vec().iter().any(|v| *v > 0.0), "all zero");
+}
+
+#[test]
 fn backbones_take_any_side_from_32_and_pool_it_down_as_their_summaries_say() {
     // Keras's valid 2x2 pooling rounds down: 48 -> 24 -> 12 -> 6 -> 3 -> 1 in VGG-16.
     let device = Cpu::default();

@@ -31,6 +31,7 @@ impl<D: ModelDevice> Conv<D> {
             kernel_size,
             stride: self.stride,
             padding: self.padding,
+            winograd_kernel: None,
         }
     }
 

@@ -14,7 +14,7 @@ pub use lenet5::{LeNet5, LeNet5Config};
 pub use modern_cnn::{ModernCnn, ModernCnnConfig};
 pub use resnet50::{FoldedResNet50, ResNet50, ResNet50Config};
 pub use summary::{LayerSummary, ModelSummary};
-pub use vgg16::Vgg16;
+pub use vgg16::{PreparedVgg16, Vgg16};
 
 use dfdx::prelude::*;
 

@@ -351,17 +351,17 @@ impl<D: ModelDevice> FoldedResNet50<D> {
     fn with_plain_weights_on_cpu(mut self) -> Self {
         if D::CHOICE == DeviceChoice::Cpu {
             self.plain = Some(Arc::new(PlainResNet50 {
-                stem: self.stem.plain_weights(),
+                stem: self.stem.plain_weights().prepared(),
                 blocks: self
                     .blocks
                     .iter()
                     .map(|b| {
                         (
-                            b.shortcut.as_ref().map(Conv::plain_weights),
+                            b.shortcut.as_ref().map(|s| s.plain_weights().prepared()),
                             [
-                                b.convs[0].plain_weights(),
-                                b.convs[1].plain_weights(),
-                                b.convs[2].plain_weights(),
+                                b.convs[0].plain_weights().prepared(),
+                                b.convs[1].plain_weights().prepared(),
+                                b.convs[2].plain_weights().prepared(),
                             ],
                         )
                     })

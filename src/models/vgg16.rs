@@ -10,7 +10,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::layers::Conv;
 use super::{LayerSummary, ModelSummary, ParamVisitor, ParamVisitorMut, Parameters};
-use crate::ops::{max_pool2d, InputGrad, ModelDevice, Tensor4};
+use crate::ops::channel_major::{self, ChannelMajor, ConvWeights};
+use crate::ops::{cpu_ops, max_pool2d, CpuOps, DeviceChoice, InputGrad, ModelDevice, Tensor4};
 
 /// (convolutions, filters) of each block.
 const BLOCKS: [(usize, usize); 5] = [(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)];
@@ -80,6 +81,11 @@ impl<D: ModelDevice> Vgg16<D> {
         self.forward_blocks(x, 1..=BLOCKS.len())
     }
 
+    /// [`Self::forward`] with the device's tensor ops (batch-major; what a GPU runs).
+    pub fn forward_with_tensor_ops(&self, x: Tensor4<NoneTape, D>) -> Tensor4<NoneTape, D> {
+        forward_vgg_blocks_with_tensor_ops((1..=BLOCKS.len()).map(|b| self.block(b)), x)
+    }
+
     /// Only the parameters of blocks `blocks`, e.g. to fine-tune the last block.
     pub fn blocks(&self, blocks: RangeInclusive<usize>) -> Vec<Conv<D>> {
         blocks.flat_map(|b| self.block(b).to_vec()).collect()
@@ -97,7 +103,80 @@ impl<D: ModelDevice> Vgg16<D> {
 
 /// Runs VGG blocks (3x3 convolutions with ReLU, then a 2x2 max-pool) in order on `x`, the
 /// first block's input. That input's gradient is never computed (images or frozen features).
+/// Without a tape on the CPU (custom ops) this runs channel-major on plain buffers
+/// ([`channel_major`]); otherwise with the device's tensor ops.
 pub(crate) fn forward_vgg_blocks<'a, T: Tape<f32, D>, D: ModelDevice>(
+    blocks: impl IntoIterator<Item = &'a [Conv<D>]>,
+    x: Tensor4<T, D>,
+) -> Tensor4<T, D> {
+    if T::OWNS_TAPE || D::CHOICE != DeviceChoice::Cpu || cpu_ops() != CpuOps::Custom {
+        return forward_vgg_blocks_with_tensor_ops(blocks, x);
+    }
+    let (x, tape) = x.split_tape();
+    // Copied per call (as the tensor ops copy them too): the weights may have been trained
+    // since the last one.
+    let blocks: Vec<Vec<ConvWeights>> = blocks
+        .into_iter()
+        .map(|block| block.iter().map(Conv::plain_weights).collect())
+        .collect();
+    channel_major_blocks(blocks.iter().map(Vec::as_slice), x).put_tape(tape)
+}
+
+/// VGG blocks on plain buffers, channel-major (the CPU's inference path).
+fn channel_major_blocks<'a, D: ModelDevice>(
+    blocks: impl IntoIterator<Item = &'a [ConvWeights]>,
+    x: Tensor4<NoneTape, D>,
+) -> Tensor4<NoneTape, D> {
+    let mut y = ChannelMajor::from_batch_major(&x.as_vec(), *x.shape());
+    for block in blocks {
+        for conv in block {
+            y = channel_major::conv(&y, conv, true);
+        }
+        y = channel_major::max_pool(&y, 2, 2, 0);
+    }
+    let shape = (y.batch, y.channels, y.height, y.width);
+    x.device().tensor_from_vec(y.to_batch_major(), shape)
+}
+
+/// A frozen VGG-16's weights prepared once for the CPU's channel-major inference (plain
+/// buffers, Winograd-transformed kernels): feature extraction over many batches.
+#[derive(Debug)]
+pub struct PreparedVgg16 {
+    convs: Vec<ConvWeights>,
+}
+
+impl PreparedVgg16 {
+    /// Prepared from `model`'s weights; None off the CPU or with the composite CPU ops.
+    pub fn new<D: ModelDevice>(model: &Vgg16<D>) -> Option<Self> {
+        (D::CHOICE == DeviceChoice::Cpu && cpu_ops() == CpuOps::Custom).then(|| PreparedVgg16 {
+            convs: model
+                .convs
+                .iter()
+                .map(|c| c.plain_weights().prepared())
+                .collect(),
+        })
+    }
+
+    /// As [`Vgg16::forward_blocks`] without a tape.
+    pub fn forward_blocks<D: ModelDevice>(
+        &self,
+        x: Tensor4<NoneTape, D>,
+        blocks: RangeInclusive<usize>,
+    ) -> Tensor4<NoneTape, D> {
+        assert!(
+            *blocks.start() >= 1 && *blocks.end() <= BLOCKS.len(),
+            "VGG-16 has blocks 1..=5"
+        );
+        let block = |b: usize| {
+            let start: usize = BLOCKS[..b - 1].iter().map(|b| b.0).sum();
+            &self.convs[start..start + BLOCKS[b - 1].0]
+        };
+        channel_major_blocks(blocks.map(block), x)
+    }
+}
+
+/// [`forward_vgg_blocks`] with the device's tensor ops (batch-major; what a GPU runs).
+pub(crate) fn forward_vgg_blocks_with_tensor_ops<'a, T: Tape<f32, D>, D: ModelDevice>(
     blocks: impl IntoIterator<Item = &'a [Conv<D>]>,
     mut x: Tensor4<T, D>,
 ) -> Tensor4<T, D> {

@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use super::conv::Conv2dGeometry;
-use super::matmul::{matmul, par_matmul_by_columns, MatRef};
+use super::matmul::{matmul, par_interleaved_matmuls, par_matmul_by_columns, MatRef};
 use super::pool::Pool2dGeometry;
 use super::scratch;
 
@@ -78,6 +78,19 @@ pub struct ConvWeights {
     pub kernel_size: usize,
     pub stride: usize,
     pub padding: usize,
+    /// The kernel transformed for Winograd's 3x3 algorithm, when prepared in advance (frozen
+    /// weights used for many batches); computed per call otherwise.
+    pub winograd_kernel: Option<Vec<f32>>,
+}
+
+impl ConvWeights {
+    /// With the Winograd transform of the kernel computed once, where it applies.
+    pub fn prepared(mut self) -> Self {
+        if self.kernel_size == 3 && self.stride == 1 && self.padding == 1 {
+            self.winograd_kernel = Some(winograd_kernel(&self));
+        }
+        self
+    }
 }
 
 /// Columns per thread below which the GEMM is split by output channels instead of columns.
@@ -99,6 +112,9 @@ pub fn conv(x: &ChannelMajor, w: &ConvWeights, relu: bool) -> ChannelMajor {
         stride: w.stride,
         padding: w.padding,
     };
+    if w.kernel_size == 3 && w.stride == 1 && w.padding == 1 && x.height >= 2 && x.width >= 2 {
+        return winograd_3x3(x, w, relu);
+    }
     let (plane, patch) = (geom.out_plane(), geom.patch_len());
     let columns = x.batch * plane;
     let pointwise = w.kernel_size == 1 && w.stride == 1 && w.padding == 0;
@@ -252,4 +268,209 @@ fn gather_table(geom: &Conv2dGeometry) -> Vec<u32> {
         }
     }
     table
+}
+
+/// Winograd's F(2x2, 3x3): a 3x3 convolution (stride 1, padding 1) as 16 products of
+/// (O x C) by (C x tiles), one per point of the 4x4 transformed tile, each 2x2 output tile then
+/// recovered by the inverse transform: 4 multiplications per output and input channel instead
+/// of 9 (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2015).
+fn winograd_3x3(x: &ChannelMajor, w: &ConvWeights, relu: bool) -> ChannelMajor {
+    let (channels, out_channels) = (x.channels, w.out_channels);
+    let (height, width) = (x.height, x.width);
+    let (tiles_y, tiles_x) = (height.div_ceil(2), width.div_ceil(2));
+    let image_tiles = tiles_y * tiles_x;
+    let tiles = x.batch * image_tiles;
+
+    let computed;
+    let kernel: &[f32] = match &w.winograd_kernel {
+        Some(prepared) => prepared,
+        None => {
+            computed = winograd_kernel(w);
+            &computed
+        }
+    };
+
+    // Input transform B^T d B of every 4x4 tile (tiles 2 apart, the padding as zeros), laid
+    // out (C, 16, tiles); a row of tiles at a time, so the arithmetic runs along the row.
+    let mut transformed = scratch::take(channels * 16 * tiles);
+    let plane = height * width;
+    let n = tiles_x;
+    transformed
+        .par_chunks_mut(16 * tiles)
+        .zip(x.data.par_chunks(x.batch * plane))
+        .for_each_init(
+            || {
+                (
+                    vec![0.0f32; 16 * n],
+                    vec![0.0f32; 16 * n],
+                    vec![0.0f32; 2 * n + 2],
+                )
+            },
+            |(d, rows, padded), (dst, channel)| {
+                for (b, image) in channel.chunks_exact(plane).enumerate() {
+                    for ty in 0..tiles_y {
+                        // d[(r * 4 + q) * n + tx]: row r, column q of tile tx; `padded` is
+                        // one input row with a zero before it and zeros after it.
+                        for r in 0..4 {
+                            let rows_of_r = &mut d[r * 4 * n..(r + 1) * 4 * n];
+                            match (2 * ty + r).checked_sub(1).filter(|&y| y < height) {
+                                None => rows_of_r.fill(0.0),
+                                Some(y) => {
+                                    padded.fill(0.0);
+                                    padded[1..=width].copy_from_slice(&image[y * width..][..width]);
+                                    for (q, out) in rows_of_r.chunks_exact_mut(n).enumerate() {
+                                        for (v, &p) in
+                                            out.iter_mut().zip(padded[q..].iter().step_by(2))
+                                        {
+                                            *v = p;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        // B^T d (rows), then (B^T d) B (columns), along the row of tiles.
+                        let (d0, rest) = d.split_at(4 * n);
+                        let (d1, rest) = rest.split_at(4 * n);
+                        let (d2, d3) = rest.split_at(4 * n);
+                        let (r0, rest) = rows.split_at_mut(4 * n);
+                        let (r1, rest) = rest.split_at_mut(4 * n);
+                        let (r2, r3) = rest.split_at_mut(4 * n);
+                        for k in 0..4 * n {
+                            r0[k] = d0[k] - d2[k];
+                            r1[k] = d1[k] + d2[k];
+                            r2[k] = d2[k] - d1[k];
+                            r3[k] = d1[k] - d3[k];
+                        }
+                        let t0 = b * image_tiles + ty * n;
+                        for (r, v) in rows.chunks_exact(4 * n).enumerate() {
+                            let (v0, v1, v2, v3) =
+                                (&v[..n], &v[n..2 * n], &v[2 * n..3 * n], &v[3 * n..]);
+                            let out = |q: usize| (r * 4 + q) * tiles + t0;
+                            let o = out(0);
+                            for ((dst, a), c) in dst[o..o + n].iter_mut().zip(v0).zip(v2) {
+                                *dst = a - c;
+                            }
+                            let o = out(1);
+                            for ((dst, a), c) in dst[o..o + n].iter_mut().zip(v1).zip(v2) {
+                                *dst = a + c;
+                            }
+                            let o = out(2);
+                            for ((dst, a), c) in dst[o..o + n].iter_mut().zip(v2).zip(v1) {
+                                *dst = a - c;
+                            }
+                            let o = out(3);
+                            for ((dst, a), c) in dst[o..o + n].iter_mut().zip(v1).zip(v3) {
+                                *dst = a - c;
+                            }
+                        }
+                    }
+                }
+            },
+        );
+
+    // The 16 products, laid out (O, 16, tiles).
+    let mut products = scratch::take(out_channels * 16 * tiles);
+    par_interleaved_matmuls(
+        16,
+        (out_channels, tiles, channels),
+        &mut products,
+        |point| MatRef {
+            data: &kernel[point * channels..],
+            row_stride: 16 * channels,
+            col_stride: 1,
+        },
+        |point| MatRef {
+            data: &transformed[point * tiles..],
+            row_stride: 16 * tiles,
+            col_stride: 1,
+        },
+    );
+
+    // Output transform A^T m A, then bias and ReLU, into (O, B, H, W), a row of tiles at a time.
+    let mut out = vec![0.0f32; out_channels * x.batch * plane];
+    out.par_chunks_mut(x.batch * plane)
+        .zip(products.par_chunks(16 * tiles))
+        .zip(&w.bias)
+        .for_each_init(
+            || vec![0.0f32; 8 * n],
+            |half, ((dst, m), &bias)| {
+                let finish = |v: f32| if relu { (v + bias).max(0.0) } else { v + bias };
+                for (b, image) in dst.chunks_exact_mut(plane).enumerate() {
+                    for ty in 0..tiles_y {
+                        let t0 = b * image_tiles + ty * n;
+                        let row = |r: usize, q: usize| &m[(r * 4 + q) * tiles + t0..][..n];
+                        // A^T m: half[(r * 4 + q) * n + tx] for r in 0..2.
+                        let (top, bottom) = half.split_at_mut(4 * n);
+                        for q in 0..4 {
+                            let (m0, m1, m2, m3) = (row(0, q), row(1, q), row(2, q), row(3, q));
+                            let (t, u) = (&mut top[q * n..][..n], &mut bottom[q * n..][..n]);
+                            for k in 0..n {
+                                t[k] = m0[k] + m1[k] + m2[k];
+                                u[k] = m1[k] - m2[k] - m3[k];
+                            }
+                        }
+                        for (r, h) in half.chunks_exact(4 * n).enumerate() {
+                            let y = 2 * ty + r;
+                            if y >= height {
+                                continue;
+                            }
+                            let (h0, h1, h2, h3) =
+                                (&h[..n], &h[n..2 * n], &h[2 * n..3 * n], &h[3 * n..]);
+                            let out_row = &mut image[y * width..(y + 1) * width];
+                            for (tx, pair) in out_row.chunks_mut(2).enumerate() {
+                                pair[0] = finish(h0[tx] + h1[tx] + h2[tx]);
+                                if let Some(second) = pair.get_mut(1) {
+                                    *second = finish(h1[tx] - h2[tx] - h3[tx]);
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        );
+    scratch::give(transformed);
+    scratch::give(products);
+    ChannelMajor {
+        data: out,
+        channels: out_channels,
+        batch: x.batch,
+        height,
+        width,
+    }
+}
+
+/// The Winograd transform G g G^T of a 3x3 kernel (O, C, 3, 3), laid out (O, 16, C).
+fn winograd_kernel(w: &ConvWeights) -> Vec<f32> {
+    // Kernel transform G g G^T, laid out (O, 16, C).
+    let (channels, out_channels) = (w.in_channels, w.out_channels);
+    let mut kernel = vec![0.0f32; out_channels * 16 * channels];
+    kernel
+        .par_chunks_mut(16 * channels)
+        .enumerate()
+        .for_each(|(o, dst)| {
+            for c in 0..channels {
+                let g = &w.kernel[(o * channels + c) * 9..][..9];
+                let mut rows = [[0.0f32; 3]; 4];
+                for j in 0..3 {
+                    let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
+                    rows[0][j] = g0;
+                    rows[1][j] = 0.5 * (g0 + g1 + g2);
+                    rows[2][j] = 0.5 * (g0 - g1 + g2);
+                    rows[3][j] = g2;
+                }
+                for (r, h) in rows.iter().enumerate() {
+                    let values = [
+                        h[0],
+                        0.5 * (h[0] + h[1] + h[2]),
+                        0.5 * (h[0] - h[1] + h[2]),
+                        h[2],
+                    ];
+                    for (q, v) in values.into_iter().enumerate() {
+                        dst[(r * 4 + q) * channels + c] = v;
+                    }
+                }
+            }
+        });
+
+    kernel
 }

@@ -161,3 +161,22 @@ pub fn par_matmul_by_columns<'a>(
         }
     });
 }
+
+/// `count` independent products run in parallel, one per task: product p writes the m x n
+/// matrix whose row i starts at `dst[(i * count + p) * n]` (the products' rows interleaved), from
+/// `lhs(p)` (m x k) and `rhs(p)` (k x n).
+pub fn par_interleaved_matmuls<'a>(
+    count: usize,
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    lhs: impl Fn(usize) -> MatRef<'a> + Sync,
+    rhs: impl Fn(usize) -> MatRef<'a> + Sync,
+) {
+    assert!(dst.len() >= m * count * n, "destination too small");
+    let out = Dst(dst.as_mut_ptr());
+    (0..count).into_par_iter().for_each(|p| {
+        // SAFETY: product p writes only elements (i * count + p) * n + j, j < n: disjoint from
+        // every other product's, and inside `dst` (checked above).
+        unsafe { matmul_strided(m, n, k, out.at(p * n), count * n, false, lhs(p), rhs(p)) }
+    });
+}

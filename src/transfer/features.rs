@@ -13,7 +13,7 @@ use super::weights::{Architecture, LoadedBackbone};
 use crate::data::prepare::resize_bilinear;
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
 use crate::error::TrainError;
-use crate::models::{FoldedResNet50, Vgg16};
+use crate::models::{FoldedResNet50, PreparedVgg16, Vgg16};
 use crate::ops::{ModelDevice, Tensor4};
 
 /// How pixels are scaled before the backbone.
@@ -178,7 +178,8 @@ impl Features {
 /// A frozen backbone with its weights on device `D`, made once per run and used for every
 /// extraction (BatchNorm folded into ResNet-50's convolutions).
 pub enum Extractor<D: ModelDevice = Cpu> {
-    Vgg16(Vgg16<D>),
+    /// With its weights prepared for the CPU's channel-major pass, on the CPU.
+    Vgg16(Vgg16<D>, Option<PreparedVgg16>),
     ResNet50(FoldedResNet50<D>),
 }
 
@@ -186,7 +187,11 @@ impl<D: ModelDevice> Extractor<D> {
     /// The backbone's weights on `device` (shared, not copied, when they are already there).
     pub fn new(backbone: &LoadedBackbone, device: &D) -> Self {
         match backbone {
-            LoadedBackbone::Vgg16(m) => Extractor::Vgg16(m.to_device(device)),
+            LoadedBackbone::Vgg16(m) => {
+                let model = m.to_device(device);
+                let prepared = PreparedVgg16::new(&model);
+                Extractor::Vgg16(model, prepared)
+            }
             LoadedBackbone::Resnet50(m) => Extractor::ResNet50(m.to_device(device).fold()),
         }
     }
@@ -203,15 +208,21 @@ impl<D: ModelDevice> Extractor<D> {
 
     fn forward(&self, x: Tensor4<NoneTape, D>, stage: FeatureStage) -> Tensor4<NoneTape, D> {
         match (self, stage) {
-            (Extractor::Vgg16(m), FeatureStage::Output) => m.forward(x),
-            (Extractor::Vgg16(m), FeatureStage::Vgg16Block4) => m.forward_blocks(x, 1..=4),
+            (Extractor::Vgg16(_, Some(prepared)), FeatureStage::Output) => {
+                prepared.forward_blocks(x, 1..=5)
+            }
+            (Extractor::Vgg16(_, Some(prepared)), FeatureStage::Vgg16Block4) => {
+                prepared.forward_blocks(x, 1..=4)
+            }
+            (Extractor::Vgg16(m, None), FeatureStage::Output) => m.forward(x),
+            (Extractor::Vgg16(m, None), FeatureStage::Vgg16Block4) => m.forward_blocks(x, 1..=4),
             (Extractor::ResNet50(m), _) => m.forward(x),
         }
     }
 
     fn device(&self) -> D {
         match self {
-            Extractor::Vgg16(m) => m.convs[0].kernel.device().clone(),
+            Extractor::Vgg16(m, _) => m.convs[0].kernel.device().clone(),
             Extractor::ResNet50(m) => m.device(),
         }
     }
@@ -425,7 +436,7 @@ pub fn cached_features<D: ModelDevice>(
     let started = Instant::now();
     let features = match (extractor, settings.stage) {
         // VGG-16's output is block 5 on block-4 features, which fine-tuning caches as well.
-        (Extractor::Vgg16(model), FeatureStage::Output) => {
+        (Extractor::Vgg16(model, _), FeatureStage::Output) => {
             let block4_settings = FeatureSettings {
                 stage: FeatureStage::Vgg16Block4,
                 ..settings.clone()

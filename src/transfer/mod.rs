@@ -636,7 +636,7 @@ fn run_transfer_keyed<D: ModelDevice>(
         }
     };
     let fine_tune = match (&config.fine_tune, &extractor, backbone) {
-        (Some(ft), Extractor::Vgg16(vgg), _) if ft.is_end_to_end() => {
+        (Some(ft), Extractor::Vgg16(vgg, _), _) if ft.is_end_to_end() => {
             let model = Vgg16FineTuned::new(vgg, head.clone(), 1, (3, config.side, config.side));
             Some(fine_tune_and_score(
                 end_to_end(ft, "VGG-16").with_model(model),
@@ -653,7 +653,7 @@ fn run_transfer_keyed<D: ModelDevice>(
                 progress,
             )?)
         }
-        (Some(ft), Extractor::Vgg16(vgg), _) => {
+        (Some(ft), Extractor::Vgg16(vgg, _), _) => {
             let block4 = settings(FeatureStage::Vgg16Block4, false);
             let (all, record) = features_of(
                 &extractor,
