@@ -403,6 +403,23 @@ fn features_come_back_from_the_cache_and_a_damaged_cache_file_is_recomputed() {
     assert_eq!(std::fs::read(&file).unwrap().len(), bytes.len());
 }
 
+/// Deterministic values in [-1, 1) of the given shape.
+fn patterned_images(device: &Cpu, shape: (usize, usize, usize, usize)) -> Tensor4 {
+    let len = shape.0 * shape.1 * shape.2 * shape.3;
+    let values = (0..len)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    device.tensor_from_vec(values, shape)
+}
+
+/// The CPU's channel-major features equal the tensor-ops pass's up to float rounding.
+fn assert_same_features(ours: &Tensor4, reference: &Tensor4) {
+    assert_eq!(ours.shape(), reference.shape());
+    let error = relative_error(&ours.as_vec(), &reference.as_vec());
+    assert!(error < 1e-5, "relative error {error}");
+    assert!(reference.as_vec().iter().any(|v| *v > 0.0), "all zero");
+}
+
 #[test]
 fn resnet50_channel_major_cpu_pass_matches_the_tensor_ops_pass() {
     // The CPU's forward pass (channel-major, plain buffers) against the device-generic one, at a
@@ -410,18 +427,11 @@ fn resnet50_channel_major_cpu_pass_matches_the_tensor_ops_pass() {
     // and by output channels in the late ones.
     let device = Cpu::default();
     let folded = ResNet50::new(&device, ResNet50Config::keras(), 3).fold();
-    let shape = (9, 3, 48, 48);
-    let values: Vec<f32> = (0..9 * 3 * 48 * 48)
-        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
-        .collect();
-    let input: Tensor4 = device.tensor_from_vec(values, shape);
+    let input = patterned_images(&device, (9, 3, 48, 48));
     let ours = folded.forward(input.clone());
     let reference = folded.forward_with_tensor_ops(input);
     assert_eq!(ours.shape(), &(9, 2048, 2, 2));
-    assert_eq!(ours.shape(), reference.shape());
-    let error = relative_error(&ours.as_vec(), &reference.as_vec());
-    assert!(error < 1e-5, "relative error {error}");
-    assert!(reference.as_vec().iter().any(|v| *v > 0.0), "all zero");
+    assert_same_features(&ours, &reference);
 }
 
 #[test]
@@ -430,17 +440,11 @@ fn vgg16_channel_major_cpu_pass_matches_the_tensor_ops_pass() {
     // Winograd tiles overhang the edge) and a batch whose GEMMs split by columns early on.
     let device = Cpu::default();
     let vgg = Vgg16::new(&device, 4);
-    let shape = (5, 3, 48, 48);
-    let values: Vec<f32> = (0..5 * 3 * 48 * 48)
-        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
-        .collect();
-    let input: Tensor4 = device.tensor_from_vec(values, shape);
+    let input = patterned_images(&device, (5, 3, 48, 48));
     let ours = vgg.forward(input.clone());
     let reference = vgg.forward_with_tensor_ops(input);
     assert_eq!(ours.shape(), &(5, 512, 1, 1));
-    let error = relative_error(&ours.as_vec(), &reference.as_vec());
-    assert!(error < 1e-5, "relative error {error}");
-    assert!(reference.as_vec().iter().any(|v| *v > 0.0), "all zero");
+    assert_same_features(&ours, &reference);
 }
 
 #[test]

@@ -52,8 +52,7 @@ impl<D: ModelDevice> Vgg16<D> {
 
     /// The convolutions of block `block` (1-based).
     fn block(&self, block: usize) -> &[Conv<D>] {
-        let start: usize = BLOCKS[..block - 1].iter().map(|b| b.0).sum();
-        &self.convs[start..start + BLOCKS[block - 1].0]
+        &self.convs[block_range(block)]
     }
 
     /// Channels a block outputs (1-based).
@@ -69,11 +68,7 @@ impl<D: ModelDevice> Vgg16<D> {
         x: Tensor4<T, D>,
         blocks: RangeInclusive<usize>,
     ) -> Tensor4<T, D> {
-        assert!(
-            *blocks.start() >= 1 && *blocks.end() <= BLOCKS.len(),
-            "VGG-16 has blocks 1..=5"
-        );
-        forward_vgg_blocks(blocks.map(|b| self.block(b)), x)
+        forward_vgg_blocks(block_slices(&self.convs, blocks), x)
     }
 
     /// The whole backbone: `block5_pool` for an input (B, 3, H, W).
@@ -99,6 +94,21 @@ impl<D: ModelDevice> Vgg16<D> {
             non_trainable_params: 0,
         }
     }
+}
+
+/// Where block `block` (1-based) sits among the 13 convolutions.
+fn block_range(block: usize) -> std::ops::Range<usize> {
+    let start: usize = BLOCKS[..block - 1].iter().map(|b| b.0).sum();
+    start..start + BLOCKS[block - 1].0
+}
+
+/// The convolutions of blocks `blocks` (1-based), block by block.
+fn block_slices<T>(convs: &[T], blocks: RangeInclusive<usize>) -> impl Iterator<Item = &[T]> {
+    assert!(
+        *blocks.start() >= 1 && *blocks.end() <= BLOCKS.len(),
+        "VGG-16 has blocks 1..=5"
+    );
+    blocks.map(move |b| &convs[block_range(b)])
 }
 
 /// Runs VGG blocks (3x3 convolutions with ReLU, then a 2x2 max-pool) in order on `x`, the
@@ -163,15 +173,7 @@ impl PreparedVgg16 {
         x: Tensor4<NoneTape, D>,
         blocks: RangeInclusive<usize>,
     ) -> Tensor4<NoneTape, D> {
-        assert!(
-            *blocks.start() >= 1 && *blocks.end() <= BLOCKS.len(),
-            "VGG-16 has blocks 1..=5"
-        );
-        let block = |b: usize| {
-            let start: usize = BLOCKS[..b - 1].iter().map(|b| b.0).sum();
-            &self.convs[start..start + BLOCKS[b - 1].0]
-        };
-        channel_major_blocks(blocks.map(block), x)
+        channel_major_blocks(block_slices(&self.convs, blocks), x)
     }
 }
 
