@@ -432,6 +432,11 @@ fn resnet50_channel_major_cpu_pass_matches_the_tensor_ops_pass() {
     let reference = folded.forward_with_tensor_ops(input);
     assert_eq!(ours.shape(), &(9, 2048, 2, 2));
     assert_same_features(&ours, &reference);
+    // Large batches go through in parts (here 32 x 64 x 64 input pixels per pass: 3 parts).
+    let input = patterned_images(&device, (70, 3, 64, 64));
+    let ours = folded.forward(input.clone());
+    assert_eq!(ours.shape(), &(70, 2048, 2, 2));
+    assert_same_features(&ours, &folded.forward_with_tensor_ops(input));
 }
 
 #[test]

@@ -382,10 +382,10 @@ impl<D: ModelDevice> FoldedResNet50<D> {
     pub fn forward(&self, x: Tensor4<NoneTape, D>) -> Tensor4<NoneTape, D> {
         match &self.plain {
             Some(plain) if cpu_ops() == CpuOps::Custom => {
-                let shape = *x.shape();
-                let y = plain.forward(ChannelMajor::from_batch_major(&x.as_vec(), shape));
-                x.device()
-                    .tensor_from_vec(y.to_batch_major(), (y.batch, y.channels, y.height, y.width))
+                let (y, shape) = channel_major::forward_batch_major(&x.as_vec(), *x.shape(), |x| {
+                    plain.forward(x)
+                });
+                x.device().tensor_from_vec(y, shape)
             }
             _ => self.forward_with_tensor_ops(x),
         }

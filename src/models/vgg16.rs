@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::layers::Conv;
 use super::{LayerSummary, ModelSummary, ParamVisitor, ParamVisitorMut, Parameters};
-use crate::ops::channel_major::{self, ChannelMajor, ConvWeights};
+use crate::ops::channel_major::{self, ConvWeights};
 use crate::ops::{cpu_ops, max_pool2d, CpuOps, DeviceChoice, InputGrad, ModelDevice, Tensor4};
 
 /// (convolutions, filters) of each block.
@@ -137,15 +137,17 @@ fn channel_major_blocks<'a, D: ModelDevice>(
     blocks: impl IntoIterator<Item = &'a [ConvWeights]>,
     x: Tensor4<NoneTape, D>,
 ) -> Tensor4<NoneTape, D> {
-    let mut y = ChannelMajor::from_batch_major(&x.as_vec(), *x.shape());
-    for block in blocks {
-        for conv in block {
-            y = channel_major::conv(&y, conv, true);
+    let blocks: Vec<&[ConvWeights]> = blocks.into_iter().collect();
+    let (y, shape) = channel_major::forward_batch_major(&x.as_vec(), *x.shape(), |mut y| {
+        for block in &blocks {
+            for conv in *block {
+                y = channel_major::conv(&y, conv, true);
+            }
+            y = channel_major::max_pool(&y, 2, 2, 0);
         }
-        y = channel_major::max_pool(&y, 2, 2, 0);
-    }
-    let shape = (y.batch, y.channels, y.height, y.width);
-    x.device().tensor_from_vec(y.to_batch_major(), shape)
+        y
+    });
+    x.device().tensor_from_vec(y, shape)
 }
 
 /// A frozen VGG-16's weights prepared once for the CPU's channel-major inference (plain

@@ -474,3 +474,31 @@ fn winograd_kernel(w: &ConvWeights) -> Vec<f32> {
 
     kernel
 }
+
+/// Input pixels (images x height x width) per channel-major pass at most: the whole-batch
+/// buffers grow with the batch (VGG-16's first layer holds 2 x 16 x 64 values per 4 input
+/// pixels), so larger batches go through in parts (a batch of 32 at 64x64, of 2 at 224x224).
+const MAX_PIXELS_PER_PASS: usize = 32 * 64 * 64;
+
+/// `forward` on a batch-major input (B, C, H, W), in parts of whole images when the batch is
+/// large; returns the batch-major output and its shape.
+pub fn forward_batch_major(
+    input: &[f32],
+    (batch, channels, height, width): (usize, usize, usize, usize),
+    forward: impl Fn(ChannelMajor) -> ChannelMajor,
+) -> (Vec<f32>, (usize, usize, usize, usize)) {
+    let per_pass = (MAX_PIXELS_PER_PASS / (height * width).max(1)).clamp(1, batch.max(1));
+    let image = channels * height * width;
+    let mut output = Vec::new();
+    let mut shape = (0, 0, 0, 0);
+    for part in input.chunks((per_pass * image).max(1)) {
+        let images = part.len() / image.max(1);
+        let y = forward(ChannelMajor::from_batch_major(
+            part,
+            (images, channels, height, width),
+        ));
+        output.extend(y.to_batch_major());
+        shape = (batch, y.channels, y.height, y.width);
+    }
+    (output, shape)
+}
