@@ -96,7 +96,8 @@ impl ConvWeights {
 /// Columns per thread below which the GEMM is split by output channels instead of columns.
 const MIN_COLUMNS_PER_THREAD: usize = 64;
 
-/// `conv(x) + bias`, then ReLU when `relu`.
+/// `conv(x) + bias`, then ReLU when `relu`: Winograd for 3x3/stride 1/padding 1 on planes of at
+/// least 2x2 (on a 1x1 plane it would multiply 16 values for 1 output), im2col + GEMM otherwise.
 pub fn conv(x: &ChannelMajor, w: &ConvWeights, relu: bool) -> ChannelMajor {
     assert_eq!(
         x.channels, w.in_channels,
