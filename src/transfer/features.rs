@@ -208,14 +208,12 @@ impl<D: ModelDevice> Extractor<D> {
 
     fn forward(&self, x: Tensor4<NoneTape, D>, stage: FeatureStage) -> Tensor4<NoneTape, D> {
         match (self, stage) {
-            (Extractor::Vgg16(_, Some(prepared)), FeatureStage::Output) => {
-                prepared.forward_blocks(x, 1..=5)
+            (Extractor::Vgg16(m, prepared), FeatureStage::Output) => {
+                vgg16_blocks(m, prepared.as_ref(), x, 1..=5)
             }
-            (Extractor::Vgg16(_, Some(prepared)), FeatureStage::Vgg16Block4) => {
-                prepared.forward_blocks(x, 1..=4)
+            (Extractor::Vgg16(m, prepared), FeatureStage::Vgg16Block4) => {
+                vgg16_blocks(m, prepared.as_ref(), x, 1..=4)
             }
-            (Extractor::Vgg16(m, None), FeatureStage::Output) => m.forward(x),
-            (Extractor::Vgg16(m, None), FeatureStage::Vgg16Block4) => m.forward_blocks(x, 1..=4),
             (Extractor::ResNet50(m), _) => m.forward(x),
         }
     }
@@ -270,8 +268,26 @@ pub fn extract<D: ModelDevice>(
     }))
 }
 
-/// Runs VGG-16's block 5 on block-4 features (from [`FeatureStage::Vgg16Block4`]).
-pub fn vgg16_block5<D: ModelDevice>(model: &Vgg16<D>, block4: &Features) -> Features {
+/// VGG-16 blocks `blocks` without a tape: on the weights prepared for the CPU when there are.
+fn vgg16_blocks<D: ModelDevice>(
+    model: &Vgg16<D>,
+    prepared: Option<&PreparedVgg16>,
+    x: Tensor4<NoneTape, D>,
+    blocks: std::ops::RangeInclusive<usize>,
+) -> Tensor4<NoneTape, D> {
+    match prepared {
+        Some(prepared) => prepared.forward_blocks(x, blocks),
+        None => model.forward_blocks(x, blocks),
+    }
+}
+
+/// Runs VGG-16's block 5 on block-4 features (from [`FeatureStage::Vgg16Block4`]), on the
+/// weights prepared for the CPU when there are.
+pub fn vgg16_block5<D: ModelDevice>(
+    model: &Vgg16<D>,
+    prepared: Option<&PreparedVgg16>,
+    block4: &Features,
+) -> Features {
     crate::training::on_device_threads::<D, _>(|| {
         let device = model.convs[0].kernel.device().clone();
         let (c, h, w) = block4.shape;
@@ -281,7 +297,7 @@ pub fn vgg16_block5<D: ModelDevice>(model: &Vgg16<D>, block4: &Features) -> Feat
         for batch in block4.values.chunks(device.extraction_batch() * per_image) {
             let count = batch.len() / per_image;
             let x = device.images(batch.to_vec(), (count, c, h, w));
-            let y = model.forward_blocks(x, 5..=5);
+            let y = vgg16_blocks(model, prepared, x, 5..=5);
             let (_, oc, oh, ow) = *y.shape();
             shape = (oc, oh, ow);
             values.extend(D::activations_to_host(y));
@@ -436,14 +452,17 @@ pub fn cached_features<D: ModelDevice>(
     let started = Instant::now();
     let features = match (extractor, settings.stage) {
         // VGG-16's output is block 5 on block-4 features, which fine-tuning caches as well.
-        (Extractor::Vgg16(model, _), FeatureStage::Output) => {
+        (Extractor::Vgg16(model, prepared), FeatureStage::Output) => {
             let block4_settings = FeatureSettings {
                 stage: FeatureStage::Vgg16Block4,
                 ..settings.clone()
             };
             let (block4, record) =
                 cached_features(extractor, images, &block4_settings, cache_dir, progress)?;
-            (vgg16_block5(model, &block4), record.from_cache)
+            (
+                vgg16_block5(model, prepared.as_ref(), &block4),
+                record.from_cache,
+            )
         }
         _ => (extract(extractor, images, settings, progress)?, false),
     };
