@@ -266,9 +266,16 @@ fn an_exploding_finite_loss_stops_training_like_nan() {
 
 /// A head without dropout trained by the generic `fit` (dfdx's autograd and Adam, the
 /// composite ops) and by the CPU fast path (`fit_head`) from the same weights on the same
-/// data order: the same run, up to float rounding.
+/// data order: the same run, up to float rounding. Small layers (one thread, panels with
+/// padding, a last batch of 12 rows) and layers large enough to split over the threads.
 #[test]
 fn the_fast_head_path_trains_like_the_generic_one() {
+    for (features, widths) in [(24, [40, 30]), (300, [200, 70])] {
+        fast_and_generic_heads_agree(features, widths);
+    }
+}
+
+fn fast_and_generic_heads_agree(features: usize, [first, second]: [usize; 2]) {
     use fashion_mnist::models::{DenseHead, HeadConfig, HeadLayer};
     let mut rng_values = 0u64;
     let mut next = || {
@@ -277,7 +284,6 @@ fn the_fast_head_path_trains_like_the_generic_one() {
             .wrapping_add(1442695040888963407);
         ((rng_values >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     };
-    let features = 24;
     let make = |n: usize, next: &mut dyn FnMut() -> f32| Prepared {
         pixels: (0..n * features).map(|_| next()).collect(),
         labels: (0..n).map(|i| (i % 10) as u8).collect(),
@@ -287,8 +293,8 @@ fn the_fast_head_path_trains_like_the_generic_one() {
         name: "test_head".into(),
         features,
         layers: vec![
-            HeadLayer::Dense(40),
-            HeadLayer::Dense(30),
+            HeadLayer::Dense(first),
+            HeadLayer::Dense(second),
             HeadLayer::Dense(10),
         ],
     };

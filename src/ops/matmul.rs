@@ -1,6 +1,6 @@
 //! A thin safe wrapper over `gemm` for row/column-strided f32 matrices, single-threaded (the
 //! convolutions parallelise over images instead, which pays better for small matrices), and
-//! a product split over the cores by output columns (dense layers).
+//! a product split over the cores by output columns (the channel-major convolutions).
 
 use rayon::prelude::*;
 

@@ -14,6 +14,7 @@ mod batch_norm;
 pub mod channel_major;
 pub mod composite;
 mod conv;
+pub mod dense;
 mod device;
 mod matmul;
 mod pool;

@@ -1,10 +1,12 @@
 //! The CPU fast path for training a dense head on cached features (the transfer stages' head
-//! epochs): parameters, activations, gradients and Adam's moments live in buffers allocated
-//! once and reused every step; each product is one GEMM split over the cores by output
-//! columns (no sum is split between threads, so runs repeat exactly); ReLU, dropout, softmax
-//! cross-entropy and Adam are fused loops. Same data order, loss, optimizer, early stopping
-//! and divergence checks as [`super::fit`]; the dropout masks come from their own seeded
-//! generator.
+//! epochs). Parameters and Adam's moments stay packed in panels ([`PanelMatrix`]) for the
+//! whole run, activations are stored feature-major (one row of `rows_pad` values per unit), and
+//! every buffer is allocated once. A step per layer: the forward product split over the cores
+//! by weight panels; backward, the input gradient split by input units, then the weight
+//! gradient and Adam fused per panel (each weight read once from memory per pass). No sum is
+//! split between threads, so runs repeat exactly. Same data order, loss, optimizer, early
+//! stopping and divergence checks as [`super::fit`]; the dropout masks come from their own
+//! seeded generator.
 
 use std::time::Instant;
 
@@ -21,33 +23,55 @@ use crate::data::prepare::Prepared;
 use crate::data::NUM_CLASSES;
 use crate::error::TrainError;
 use crate::models::{DenseHead, HeadLayer};
-use crate::ops::par_matmul_by_columns;
-use crate::ops::MatRef;
+use crate::ops::dense::{AdamStep, Isa, PanelMatrix, PANEL};
 
-/// One dense layer's parameters and Adam moments.
+/// Weights per task below which a layer's pass stays on one thread (the hand-off costs more).
+const PARALLEL_WEIGHTS: usize = 1 << 15;
+/// Input units per task of the input-gradient pass (its accumulator: this many x PANEL).
+const INPUTS_PER_TASK: usize = 64;
+
+/// One dense layer's parameters (or Adam moments of the same shapes), bias padded to whole
+/// panels.
 #[derive(Clone)]
 struct Layer {
-    inputs: usize,
-    units: usize,
-    weight: Vec<f32>,
+    weight: PanelMatrix,
     bias: Vec<f32>,
 }
 
-struct Moments {
-    m: Vec<f32>,
-    v: Vec<f32>,
+impl Layer {
+    fn zeros_like(&self) -> Layer {
+        Layer {
+            weight: PanelMatrix::zeros(self.weight.inputs, self.weight.units),
+            bias: vec![0.0; self.bias.len()],
+        }
+    }
+
+    /// (row-major weight, bias) as the head stores them.
+    fn values(&self) -> (Vec<f32>, Vec<f32>) {
+        (
+            self.weight.to_row_major(),
+            self.bias[..self.weight.units].to_vec(),
+        )
+    }
 }
 
-/// What the forward pass keeps for the backward pass, per dense layer: its input (after
-/// dropout) and its output (after ReLU); per dropout, its scaled mask.
+/// Activations and gradients of one step, feature-major: value (unit u, row r) at
+/// `u * rows_pad + r`, `rows_pad` = the batch rounded up to whole tiles of PANEL rows.
 struct Buffers {
+    rows_pad: usize,
+    /// Per layer: its input (after dropout).
     inputs: Vec<Vec<f32>>,
+    /// Per layer: its output (after ReLU), padded units included.
     outputs: Vec<Vec<f32>>,
+    /// Per layer: the scaled dropout mask on its input.
     masks: Vec<Vec<f32>>,
-    grad_weight: Vec<Vec<f32>>,
-    grad_bias: Vec<Vec<f32>>,
+    /// The gradient at the current layer's output, feature-major and row-major (rows x padded
+    /// units), and at its input.
+    delta_t: Vec<f32>,
     delta: Vec<f32>,
-    delta_in: Vec<f32>,
+    delta_in_t: Vec<f32>,
+    logits: Vec<f32>,
+    logits_delta: Vec<f32>,
 }
 
 /// The head's dense layers in order, each with the dropout rate applied to its input.
@@ -66,90 +90,220 @@ fn plan(head: &DenseHead) -> Vec<f64> {
     rates
 }
 
-/// Adam (dfdx's formula, Keras' defaults) over `params`, in parallel chunks.
-fn adam(params: &mut [f32], grads: &[f32], moments: &mut Moments, step: i32, lr: f32) {
-    let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-7f32);
-    let (c1, c2) = ((1.0 - b1.powi(step)).recip(), (1.0 - b2.powi(step)).recip());
-    const CHUNK: usize = 1 << 14;
-    params
-        .par_chunks_mut(CHUNK)
-        .zip(grads.par_chunks(CHUNK))
-        .zip(
-            moments
-                .m
-                .par_chunks_mut(CHUNK)
-                .zip(moments.v.par_chunks_mut(CHUNK)),
-        )
-        .for_each(|((p, g), (m, v))| {
-            for i in 0..p.len() {
-                let g = g[i];
-                m[i] = m[i] * b1 + g * (1.0 - b1);
-                v[i] = v[i] * b2 + g * g * (1.0 - b2);
-                p[i] -= lr * (m[i] * c1) / ((v[i] * c2).sqrt() + eps);
-            }
-        });
-}
-
 impl Buffers {
     fn new(layers: &[Layer], batch: usize) -> Self {
+        let rows_pad = batch.div_ceil(PANEL) * PANEL;
+        let widest = layers
+            .iter()
+            .map(|l| l.weight.padded_units().max(l.weight.inputs))
+            .max()
+            .unwrap_or(0);
+        let per_unit = |n: usize| vec![0.0; n * rows_pad];
         Buffers {
-            inputs: layers.iter().map(|l| vec![0.0; batch * l.inputs]).collect(),
-            outputs: layers.iter().map(|l| vec![0.0; batch * l.units]).collect(),
-            masks: layers.iter().map(|l| vec![0.0; batch * l.inputs]).collect(),
-            grad_weight: layers
+            rows_pad,
+            inputs: layers.iter().map(|l| per_unit(l.weight.inputs)).collect(),
+            outputs: layers
                 .iter()
-                .map(|l| vec![0.0; l.inputs * l.units])
+                .map(|l| per_unit(l.weight.padded_units()))
                 .collect(),
-            grad_bias: layers.iter().map(|l| vec![0.0; l.units]).collect(),
-            delta: Vec::new(),
-            delta_in: Vec::new(),
+            masks: layers.iter().map(|l| per_unit(l.weight.inputs)).collect(),
+            delta_t: per_unit(widest),
+            delta: vec![0.0; widest * batch],
+            delta_in_t: per_unit(widest),
+            logits: vec![0.0; batch * NUM_CLASSES],
+            logits_delta: Vec::new(),
         }
     }
 }
 
+/// `output = relu?(bias + weight^T input)` for every row tile, split over the cores by panels.
+fn dense_forward(
+    isa: Isa,
+    layer: &Layer,
+    input: &[f32],
+    output: &mut [f32],
+    rows_pad: usize,
+    relu: bool,
+) {
+    let w = &layer.weight;
+    let panel_len = w.inputs * PANEL;
+    let run = |(p, out): (usize, &mut [f32])| {
+        let mut acc = [0.0f32; PANEL * PANEL];
+        let panel = &w.data[p * panel_len..(p + 1) * panel_len];
+        for r0 in (0..rows_pad).step_by(PANEL) {
+            for (t, row) in acc.chunks_exact_mut(PANEL).enumerate() {
+                row.fill(layer.bias[p * PANEL + t]);
+            }
+            // acc[unit t][row l] += weight[input d][unit t] * input[input d][row r0 + l]
+            isa.accumulate(
+                PANEL,
+                &mut acc,
+                panel,
+                (1, PANEL),
+                &input[r0..],
+                rows_pad,
+                w.inputs,
+            );
+            for (t, row) in acc.chunks_exact(PANEL).enumerate() {
+                let dst = &mut out[t * rows_pad + r0..t * rows_pad + r0 + PANEL];
+                for (d, &v) in dst.iter_mut().zip(row) {
+                    *d = if relu { v.max(0.0) } else { v };
+                }
+            }
+        }
+    };
+    let chunks = output[..w.padded_units() * rows_pad].chunks_mut(PANEL * rows_pad);
+    if w.data.len() >= PARALLEL_WEIGHTS {
+        chunks.enumerate().par_bridge().for_each(run);
+    } else {
+        chunks.enumerate().for_each(run);
+    }
+}
+
+/// The gradient at the layer's input, feature-major, from the gradient at its output.
+fn input_gradient(
+    isa: Isa,
+    layer: &Layer,
+    delta_t: &[f32],
+    delta_in_t: &mut [f32],
+    rows_pad: usize,
+) {
+    let w = &layer.weight;
+    let panel_len = w.inputs * PANEL;
+    let run = |(chunk, out): (usize, &mut [f32])| {
+        let first = chunk * INPUTS_PER_TASK;
+        let count = out.len() / rows_pad;
+        let mut acc = vec![0.0f32; count * PANEL];
+        for r0 in (0..rows_pad).step_by(PANEL) {
+            acc.fill(0.0);
+            for p in 0..w.panels() {
+                // acc[input t][row l] += weight[input t][unit d] * delta[unit d][row r0 + l]
+                isa.accumulate(
+                    count,
+                    &mut acc,
+                    &w.data[p * panel_len + first * PANEL..],
+                    (PANEL, 1),
+                    &delta_t[p * PANEL * rows_pad + r0..],
+                    rows_pad,
+                    PANEL,
+                );
+            }
+            for (t, row) in acc.chunks_exact(PANEL).enumerate() {
+                out[t * rows_pad + r0..t * rows_pad + r0 + PANEL].copy_from_slice(row);
+            }
+        }
+    };
+    let chunks = delta_in_t[..w.inputs * rows_pad].chunks_mut(INPUTS_PER_TASK * rows_pad);
+    if w.data.len() >= PARALLEL_WEIGHTS {
+        chunks.enumerate().par_bridge().for_each(run);
+    } else {
+        chunks.enumerate().for_each(run);
+    }
+}
+
+/// One panel's weights with Adam's first and second moments, and the panel's index.
+type PanelTask<'a> = (usize, ((&'a mut [f32], &'a mut [f32]), &'a mut [f32]));
+
+/// The weight gradient (`input^T delta` over the batch's `rows`), applied with Adam panel by
+/// panel as it is computed; then the bias.
+#[allow(clippy::too_many_arguments)]
+fn update_weights(
+    isa: Isa,
+    layer: &mut Layer,
+    moments: &mut (Layer, Layer),
+    input: &[f32],
+    delta: &[f32],
+    delta_t: &[f32],
+    (rows, rows_pad): (usize, usize),
+    adam: &AdamStep,
+) {
+    let (inputs, padded_units) = (layer.weight.inputs, layer.weight.padded_units());
+    let panel_len = inputs * PANEL;
+    let big = layer.weight.data.len() >= PARALLEL_WEIGHTS;
+    let (m, v) = moments;
+    let run = |(p, ((weight, m), v)): PanelTask| {
+        let mut grad = vec![0.0f32; INPUTS_PER_TASK * PANEL];
+        for i0 in (0..inputs).step_by(INPUTS_PER_TASK) {
+            let count = INPUTS_PER_TASK.min(inputs - i0);
+            let grad = &mut grad[..count * PANEL];
+            grad.fill(0.0);
+            // grad[input t][unit l] += input[input i0 + t][row d] * delta[row d][unit p * PANEL + l]
+            isa.accumulate(
+                count,
+                grad,
+                &input[i0 * rows_pad..],
+                (rows_pad, 1),
+                &delta[p * PANEL..],
+                padded_units,
+                rows,
+            );
+            let span = i0 * PANEL..(i0 + count) * PANEL;
+            isa.adam(
+                adam,
+                &mut weight[span.clone()],
+                grad,
+                &mut m[span.clone()],
+                &mut v[span],
+            );
+        }
+    };
+    let panels = layer
+        .weight
+        .data
+        .chunks_mut(panel_len)
+        .zip(m.weight.data.chunks_mut(panel_len))
+        .zip(v.weight.data.chunks_mut(panel_len))
+        .enumerate();
+    if big {
+        panels.par_bridge().for_each(run);
+    } else {
+        panels.for_each(run);
+    }
+    let bias_grad: Vec<f32> = delta_t[..padded_units * rows_pad]
+        .chunks_exact(rows_pad)
+        .map(|unit| unit[..rows].iter().sum())
+        .collect();
+    isa.adam(adam, &mut layer.bias, &bias_grad, &mut m.bias, &mut v.bias);
+}
+
 /// Forward pass of `rows` images whose features are in `inputs[0]`; logits in the last output.
 fn forward(
+    isa: Isa,
     layers: &[Layer],
     rates: &[f64],
     buffers: &mut Buffers,
     rows: usize,
     rng: &mut ChaCha8Rng,
 ) {
+    let rows_pad = buffers.rows_pad;
     let last = layers.len() - 1;
     for (i, layer) in layers.iter().enumerate() {
+        let inputs = layer.weight.inputs;
         if i > 0 {
-            buffers.inputs[i][..rows * layer.inputs]
-                .copy_from_slice(&buffers.outputs[i - 1][..rows * layer.inputs]);
+            buffers.inputs[i].copy_from_slice(&buffers.outputs[i - 1][..inputs * rows_pad]);
         }
         let rate = rates[i];
         if rate > 0.0 {
             let keep = 1.0 - rate;
             let scale = (1.0 / keep) as f32;
-            let mask = &mut buffers.masks[i][..rows * layer.inputs];
-            for (m, x) in mask
-                .iter_mut()
-                .zip(&mut buffers.inputs[i][..rows * layer.inputs])
-            {
-                *m = if rng.gen_bool(keep) { scale } else { 0.0 };
-                *x *= *m;
+            let (mask, x) = (&mut buffers.masks[i], &mut buffers.inputs[i]);
+            // Drawn row by row, as the row-major path did.
+            for r in 0..rows {
+                for u in 0..inputs {
+                    let m = if rng.gen_bool(keep) { scale } else { 0.0 };
+                    mask[u * rows_pad + r] = m;
+                    x[u * rows_pad + r] *= m;
+                }
             }
         }
-        let out = &mut buffers.outputs[i][..rows * layer.units];
-        for row in out.chunks_exact_mut(layer.units) {
-            row.copy_from_slice(&layer.bias);
-        }
-        par_matmul_by_columns(
-            (rows, layer.units, layer.inputs),
-            out,
-            true,
-            MatRef::row_major(&buffers.inputs[i], layer.inputs),
-            |c| MatRef::row_major(&layer.weight[c..], layer.units),
+        dense_forward(
+            isa,
+            layer,
+            &buffers.inputs[i],
+            &mut buffers.outputs[i],
+            rows_pad,
+            i < last,
         );
-        if i < last {
-            for v in out.iter_mut() {
-                *v = v.max(0.0);
-            }
-        }
     }
 }
 
@@ -177,51 +331,89 @@ fn loss_and_delta(logits: &[f32], labels: &[u8], delta: &mut Vec<f32>) -> (f64, 
     (loss, correct)
 }
 
-/// Backward pass from `buffers.delta` (gradient at the logits) into every layer's gradients.
-fn backward(layers: &[Layer], rates: &[f64], buffers: &mut Buffers, rows: usize) {
+/// Writes the gradient at a layer's output given feature-major in `delta_t` (`units` real
+/// units of `padded_units`) also row-major into `delta`, padding zero.
+fn transpose_delta(
+    delta_t: &[f32],
+    delta: &mut [f32],
+    (rows, rows_pad): (usize, usize),
+    padded_units: usize,
+) {
+    for (r, row) in delta[..rows * padded_units]
+        .chunks_exact_mut(padded_units)
+        .enumerate()
+    {
+        for (u, d) in row.iter_mut().enumerate() {
+            *d = delta_t[u * rows_pad + r];
+        }
+    }
+}
+
+/// Backward pass and Adam step from the logits' gradient (row-major in `buffers.logits_delta`).
+fn backward_and_update(
+    isa: Isa,
+    layers: &mut [Layer],
+    moments: &mut [(Layer, Layer)],
+    rates: &[f64],
+    buffers: &mut Buffers,
+    rows: usize,
+    adam: &AdamStep,
+) {
+    let rows_pad = buffers.rows_pad;
+    let last = layers.len() - 1;
+    let padded = layers[last].weight.padded_units();
+    buffers.delta_t[..padded * rows_pad].fill(0.0);
+    for (r, row) in buffers.logits_delta.chunks_exact(NUM_CLASSES).enumerate() {
+        for (u, &g) in row.iter().enumerate() {
+            buffers.delta_t[u * rows_pad + r] = g;
+        }
+    }
     for i in (0..layers.len()).rev() {
-        let layer = &layers[i];
-        let delta = &buffers.delta[..rows * layer.units];
-        let db = &mut buffers.grad_bias[i];
-        db.fill(0.0);
-        for row in delta.chunks_exact(layer.units) {
-            for (d, g) in db.iter_mut().zip(row) {
-                *d += *g;
-            }
-        }
-        let x = &buffers.inputs[i][..rows * layer.inputs];
-        par_matmul_by_columns(
-            (layer.inputs, layer.units, rows),
-            &mut buffers.grad_weight[i],
-            false,
-            MatRef::transposed(x, layer.inputs),
-            |c| MatRef::row_major(&delta[c..], layer.units),
+        let padded_units = layers[i].weight.padded_units();
+        transpose_delta(
+            &buffers.delta_t,
+            &mut buffers.delta,
+            (rows, rows_pad),
+            padded_units,
         );
-        if i == 0 {
-            break;
+        if i > 0 {
+            // The gradient at this layer's input (with the weights before this step's update),
+            // then through the dropout mask and the previous layer's ReLU.
+            let inputs = layers[i].weight.inputs;
+            input_gradient(
+                isa,
+                &layers[i],
+                &buffers.delta_t,
+                &mut buffers.delta_in_t,
+                rows_pad,
+            );
+            let previous_out = &buffers.outputs[i - 1];
+            let mask = &buffers.masks[i];
+            for (j, g) in buffers.delta_in_t[..inputs * rows_pad]
+                .iter_mut()
+                .enumerate()
+            {
+                if rates[i] > 0.0 {
+                    *g *= mask[j];
+                }
+                if previous_out[j] <= 0.0 {
+                    *g = 0.0;
+                }
+            }
+            let below_padded = layers[i - 1].weight.padded_units();
+            buffers.delta_in_t[inputs * rows_pad..below_padded * rows_pad].fill(0.0);
         }
-        // The gradient at this layer's input, then through the dropout mask and the previous
-        // layer's ReLU.
-        buffers.delta_in.resize(rows * layer.inputs, 0.0);
-        let delta_view = MatRef::row_major(delta, layer.units);
-        par_matmul_by_columns(
-            (rows, layer.inputs, layer.units),
-            &mut buffers.delta_in,
-            false,
-            delta_view,
-            |c| MatRef::transposed(&layer.weight[c * layer.units..], layer.units),
+        update_weights(
+            isa,
+            &mut layers[i],
+            &mut moments[i],
+            &buffers.inputs[i],
+            &buffers.delta,
+            &buffers.delta_t,
+            (rows, rows_pad),
+            adam,
         );
-        let previous_out = &buffers.outputs[i - 1][..rows * layer.inputs];
-        let mask = &buffers.masks[i][..rows * layer.inputs];
-        for (j, g) in buffers.delta_in.iter_mut().enumerate() {
-            if rates[i] > 0.0 {
-                *g *= mask[j];
-            }
-            if previous_out[j] <= 0.0 {
-                *g = 0.0;
-            }
-        }
-        std::mem::swap(&mut buffers.delta, &mut buffers.delta_in);
+        std::mem::swap(&mut buffers.delta_t, &mut buffers.delta_in_t);
     }
 }
 
@@ -244,29 +436,29 @@ pub fn fit_head(
             message: "no training or validation vectors".into(),
         });
     }
+    let isa = Isa::detect();
     let rates = plan(head);
     let mut layers: Vec<Layer> = head
         .dense_values()
         .into_iter()
-        .map(|(weight, bias, inputs, units)| Layer {
-            inputs,
-            units,
-            weight,
-            bias,
+        .map(|(weight, bias, inputs, units)| {
+            let weight = PanelMatrix::from_row_major(&weight, inputs, units);
+            let mut bias = bias;
+            bias.resize(weight.padded_units(), 0.0);
+            Layer { weight, bias }
         })
         .collect();
-    let mut moments: Vec<(Moments, Moments)> = layers
+    let mut moments: Vec<(Layer, Layer)> = layers
         .iter()
-        .map(|l| {
-            let zeros = |n: usize| Moments {
-                m: vec![0.0; n],
-                v: vec![0.0; n],
-            };
-            (zeros(l.weight.len()), zeros(l.bias.len()))
-        })
+        .map(|l| (l.zeros_like(), l.zeros_like()))
         .collect();
+    let store = |head: &mut DenseHead, layers: &[Layer]| {
+        let values: Vec<(Vec<f32>, Vec<f32>)> = layers.iter().map(Layer::values).collect();
+        head.set_dense_values(values.iter().map(|(w, b)| (&w[..], &b[..])));
+    };
     let batch = config.batch_size;
     let mut buffers = Buffers::new(&layers, batch);
+    let rows_pad = buffers.rows_pad;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut dropout_rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x0d40_90a7);
     let mut order: Vec<usize> = (0..train.len()).collect();
@@ -274,6 +466,7 @@ pub fn fit_head(
     let (mut history, mut first_loss, mut step_count) = (History::default(), None::<f32>, 0i32);
     let mut stopper = EarlyStopper::<Vec<Layer>>::default();
     let mut labels = Vec::with_capacity(batch);
+    let last = layers.len() - 1;
     for epoch in 1..=config.epochs {
         let started = Instant::now();
         order.shuffle(&mut rng);
@@ -281,35 +474,43 @@ pub fn fit_head(
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (step, indices) in order.chunks(batch).enumerate() {
             let rows = indices.len();
+            let x = &mut buffers.inputs[0];
             for (r, &i) in indices.iter().enumerate() {
-                buffers.inputs[0][r * features..(r + 1) * features]
-                    .copy_from_slice(&train.pixels[i * features..(i + 1) * features]);
+                for (u, &v) in train.pixels[i * features..(i + 1) * features]
+                    .iter()
+                    .enumerate()
+                {
+                    x[u * rows_pad + r] = v;
+                }
             }
             labels.clear();
             labels.extend(indices.iter().map(|&i| train.labels[i]));
-            forward(&layers, &rates, &mut buffers, rows, &mut dropout_rng);
-            let logits = &buffers.outputs[layers.len() - 1][..rows * NUM_CLASSES];
-            let (loss, right) = loss_and_delta(logits, &labels, &mut buffers.delta);
+            forward(isa, &layers, &rates, &mut buffers, rows, &mut dropout_rng);
+            let logits = &mut buffers.logits[..rows * NUM_CLASSES];
+            for (r, row) in logits.chunks_exact_mut(NUM_CLASSES).enumerate() {
+                for (u, v) in row.iter_mut().enumerate() {
+                    *v = buffers.outputs[last][u * rows_pad + r];
+                }
+            }
+            let (loss, right) = loss_and_delta(logits, &labels, &mut buffers.logits_delta);
             let loss_value = (loss / rows as f64) as f32;
             check_loss(&mut first_loss, loss_value, (epoch, step + 1), config)?;
-            backward(&layers, &rates, &mut buffers, rows);
             let lr = config.schedule.rate(
                 config.learning_rate,
                 (epoch - 1) * steps + step,
                 config.epochs * steps,
             ) as f32;
             step_count += 1;
-            for (i, layer) in layers.iter_mut().enumerate() {
-                let (mw, mb) = &mut moments[i];
-                adam(
-                    &mut layer.weight,
-                    &buffers.grad_weight[i],
-                    mw,
-                    step_count,
-                    lr,
-                );
-                adam(&mut layer.bias, &buffers.grad_bias[i], mb, step_count, lr);
-            }
+            let adam = AdamStep::new(step_count, lr);
+            backward_and_update(
+                isa,
+                &mut layers,
+                &mut moments,
+                &rates,
+                &mut buffers,
+                rows,
+                &adam,
+            );
             loss_sum += loss;
             correct += right;
             seen += rows;
@@ -321,7 +522,7 @@ pub fn fit_head(
         }
         if let Some(i) = layers
             .iter()
-            .position(|l| l.weight.iter().chain(&l.bias).any(|v| !v.is_finite()))
+            .position(|l| l.weight.data.iter().chain(&l.bias).any(|v| !v.is_finite()))
         {
             return Err(TrainError::NonFiniteWeights {
                 epoch,
@@ -329,7 +530,7 @@ pub fn fit_head(
                 learning_rate: config.learning_rate,
             });
         }
-        head.set_dense_values(layers.iter().map(|l| (&l.weight[..], &l.bias[..])));
+        store(head, &layers);
         let scores = validation.map(|v| evaluate(head, v, 1000)).transpose()?;
         let record = EpochRecord::of(epoch, (loss_sum, correct, seen), scores.as_ref(), started);
         progress.on_epoch_end(&record);
@@ -338,8 +539,6 @@ pub fn fit_head(
             break;
         }
     }
-    stopper.finish(config, &mut history, progress, |best| {
-        head.set_dense_values(best.iter().map(|l| (&l.weight[..], &l.bias[..])));
-    });
+    stopper.finish(config, &mut history, progress, |best| store(head, &best));
     Ok(history)
 }
