@@ -174,6 +174,13 @@ impl Isa {
     }
 }
 
+/// From now on, this thread flushes denormal floats to zero (see [`Isa::adam`]); for threads
+/// that only train (a training pool's workers). No-op off x86-64.
+pub fn flush_denormals_on_this_thread() {
+    #[cfg(target_arch = "x86_64")]
+    std::mem::forget(x86::FlushDenormals::new());
+}
+
 /// Calls `run(t0, tile)` for whole tiles of `tile` rows, then for single rows.
 #[inline(always)]
 fn tiles(count: usize, tile: usize, mut run: impl FnMut(usize, usize)) {
@@ -327,13 +334,13 @@ mod x86 {
     /// zero (MXCSR's FTZ and DAZ bits, as TensorFlow runs). The moments of units whose
     /// gradients stay zero decay into denormals, and on Intel cores every operation on one
     /// takes a slow microcode assist: without this a head epoch got 3x slower by its third.
-    struct FlushDenormals(u32);
+    pub(super) struct FlushDenormals(u32);
 
     const FTZ_DAZ: u32 = 0x8040;
 
     impl FlushDenormals {
         #[allow(deprecated)]
-        fn new() -> Self {
+        pub(super) fn new() -> Self {
             // SAFETY: reads and sets this thread's MXCSR; only the two flush bits change.
             unsafe {
                 let saved = _mm_getcsr();

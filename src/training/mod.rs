@@ -211,6 +211,7 @@ pub(crate) fn on_thread_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     }
     match rayon::ThreadPoolBuilder::new()
         .num_threads(rayon::current_num_threads())
+        .start_handler(|_| crate::ops::dense::flush_denormals_on_this_thread())
         .build()
     {
         Ok(pool) => pool.install(work),
