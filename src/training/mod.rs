@@ -283,9 +283,10 @@ pub fn fit_head<D: ModelDevice>(
     let custom = crate::ops::cpu_ops() == crate::ops::CpuOps::Custom;
     let any: &mut dyn std::any::Any = head;
     match any.downcast_mut::<crate::models::DenseHead<Cpu>>() {
-        Some(cpu_head) if custom => {
+        // On the training pool, whose threads flush denormals (the kernels' gradients too).
+        Some(cpu_head) if custom => on_device_threads::<Cpu, _>(|| {
             head_fit::fit_head(cpu_head, train, validation, config, progress)
-        }
+        }),
         _ => {
             let head = any
                 .downcast_mut::<crate::models::DenseHead<D>>()
