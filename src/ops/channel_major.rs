@@ -7,7 +7,6 @@
 use rayon::prelude::*;
 
 use super::conv::Conv2dGeometry;
-use super::dense::Isa;
 use super::matmul::{matmul, par_interleaved_matmuls, par_matmul_by_columns, MatRef};
 use super::pool::Pool2dGeometry;
 use super::scratch;
@@ -294,22 +293,80 @@ fn winograd_3x3(x: &ChannelMajor, w: &ConvWeights, relu: bool) -> ChannelMajor {
 
     // Input transform B^T d B of every 4x4 tile (tiles 2 apart, the padding as zeros), laid
     // out (C, 16, tiles); a row of tiles at a time, so the arithmetic runs along the row.
-    let tiling = Tiling {
-        height,
-        width,
-        tiles_y,
-        tiles_x,
-        tiles,
-    };
     let mut transformed = scratch::take(channels * 16 * tiles);
     let plane = height * width;
-    let isa = Isa::detect();
+    let n = tiles_x;
     transformed
         .par_chunks_mut(16 * tiles)
         .zip(x.data.par_chunks(x.batch * plane))
         .for_each_init(
-            || TransformRows::new(tiles_x),
-            |rows, (dst, channel)| input_transform(isa, &tiling, rows, dst, channel),
+            || {
+                (
+                    vec![0.0f32; 16 * n],
+                    vec![0.0f32; 16 * n],
+                    vec![0.0f32; 2 * n + 2],
+                )
+            },
+            |(d, rows, padded), (dst, channel)| {
+                for (b, image) in channel.chunks_exact(plane).enumerate() {
+                    for ty in 0..tiles_y {
+                        // d[(r * 4 + q) * n + tx]: row r, column q of tile tx; `padded` is
+                        // one input row with a zero before it and zeros after it.
+                        for r in 0..4 {
+                            let rows_of_r = &mut d[r * 4 * n..(r + 1) * 4 * n];
+                            match (2 * ty + r).checked_sub(1).filter(|&y| y < height) {
+                                None => rows_of_r.fill(0.0),
+                                Some(y) => {
+                                    padded.fill(0.0);
+                                    padded[1..=width].copy_from_slice(&image[y * width..][..width]);
+                                    for (q, out) in rows_of_r.chunks_exact_mut(n).enumerate() {
+                                        for (v, &p) in
+                                            out.iter_mut().zip(padded[q..].iter().step_by(2))
+                                        {
+                                            *v = p;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        // B^T d (rows), then (B^T d) B (columns), along the row of tiles.
+                        let (d0, rest) = d.split_at(4 * n);
+                        let (d1, rest) = rest.split_at(4 * n);
+                        let (d2, d3) = rest.split_at(4 * n);
+                        let (r0, rest) = rows.split_at_mut(4 * n);
+                        let (r1, rest) = rest.split_at_mut(4 * n);
+                        let (r2, r3) = rest.split_at_mut(4 * n);
+                        for k in 0..4 * n {
+                            r0[k] = d0[k] - d2[k];
+                            r1[k] = d1[k] + d2[k];
+                            r2[k] = d2[k] - d1[k];
+                            r3[k] = d1[k] - d3[k];
+                        }
+                        let t0 = b * image_tiles + ty * n;
+                        for (r, v) in rows.chunks_exact(4 * n).enumerate() {
+                            let (v0, v1, v2, v3) =
+                                (&v[..n], &v[n..2 * n], &v[2 * n..3 * n], &v[3 * n..]);
+                            let out = |q: usize| (r * 4 + q) * tiles + t0;
+                            let o = out(0);
+                            for ((dst, a), c) in dst[o..o + n].iter_mut().zip(v0).zip(v2) {
+                                *dst = a - c;
+                            }
+                            let o = out(1);
+                            for ((dst, a), c) in dst[o..o + n].iter_mut().zip(v1).zip(v2) {
+                                *dst = a + c;
+                            }
+                            let o = out(2);
+                            for ((dst, a), c) in dst[o..o + n].iter_mut().zip(v2).zip(v1) {
+                                *dst = a - c;
+                            }
+                            let o = out(3);
+                            for ((dst, a), c) in dst[o..o + n].iter_mut().zip(v1).zip(v3) {
+                                *dst = a - c;
+                            }
+                        }
+                    }
+                }
+            },
         );
 
     // The 16 products, laid out (O, 16, tiles).
@@ -336,8 +393,41 @@ fn winograd_3x3(x: &ChannelMajor, w: &ConvWeights, relu: bool) -> ChannelMajor {
         .zip(products.par_chunks(16 * tiles))
         .zip(&w.bias)
         .for_each_init(
-            || vec![0.0f32; 8 * tiles_x],
-            |half, ((dst, m), &bias)| output_transform(isa, &tiling, half, dst, m, (bias, relu)),
+            || vec![0.0f32; 8 * n],
+            |half, ((dst, m), &bias)| {
+                let finish = |v: f32| if relu { (v + bias).max(0.0) } else { v + bias };
+                for (b, image) in dst.chunks_exact_mut(plane).enumerate() {
+                    for ty in 0..tiles_y {
+                        let t0 = b * image_tiles + ty * n;
+                        let row = |r: usize, q: usize| &m[(r * 4 + q) * tiles + t0..][..n];
+                        // A^T m: half[(r * 4 + q) * n + tx] for r in 0..2.
+                        let (top, bottom) = half.split_at_mut(4 * n);
+                        for q in 0..4 {
+                            let (m0, m1, m2, m3) = (row(0, q), row(1, q), row(2, q), row(3, q));
+                            let (t, u) = (&mut top[q * n..][..n], &mut bottom[q * n..][..n]);
+                            for k in 0..n {
+                                t[k] = m0[k] + m1[k] + m2[k];
+                                u[k] = m1[k] - m2[k] - m3[k];
+                            }
+                        }
+                        for (r, h) in half.chunks_exact(4 * n).enumerate() {
+                            let y = 2 * ty + r;
+                            if y >= height {
+                                continue;
+                            }
+                            let (h0, h1, h2, h3) =
+                                (&h[..n], &h[n..2 * n], &h[2 * n..3 * n], &h[3 * n..]);
+                            let out_row = &mut image[y * width..(y + 1) * width];
+                            for (tx, pair) in out_row.chunks_mut(2).enumerate() {
+                                pair[0] = finish(h0[tx] + h1[tx] + h2[tx]);
+                                if let Some(second) = pair.get_mut(1) {
+                                    *second = finish(h1[tx] - h2[tx] - h3[tx]);
+                                }
+                            }
+                        }
+                    }
+                }
+            },
         );
     scratch::give(transformed);
     scratch::give(products);
@@ -347,206 +437,6 @@ fn winograd_3x3(x: &ChannelMajor, w: &ConvWeights, relu: bool) -> ChannelMajor {
         batch: x.batch,
         height,
         width,
-    }
-}
-
-/// How a batch of planes splits into Winograd's 2x2 output tiles.
-struct Tiling {
-    height: usize,
-    width: usize,
-    tiles_y: usize,
-    tiles_x: usize,
-    /// Tiles in the whole batch.
-    tiles: usize,
-}
-
-/// One thread's rows for the input transform: a row of tiles, its row transform, one padded
-/// input row.
-struct TransformRows {
-    d: Vec<f32>,
-    rows: Vec<f32>,
-    padded: Vec<f32>,
-}
-
-impl TransformRows {
-    fn new(tiles_x: usize) -> Self {
-        TransformRows {
-            d: vec![0.0; 16 * tiles_x],
-            rows: vec![0.0; 16 * tiles_x],
-            padded: vec![0.0; 2 * tiles_x + 2],
-        }
-    }
-}
-
-/// Runs `$body` (an `#[inline(always)]` function) compiled for the best vector instructions the
-/// CPU has: the transforms are adds and subtracts along rows of tiles, which the baseline
-/// target (SSE2) runs 4 lanes at a time. Same results on every path (no FMA contraction).
-macro_rules! with_isa {
-    ($isa:expr, $body:ident($($arg:expr),*)) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f,avx2,fma")]
-            unsafe fn avx512(f: impl FnOnce()) { f() }
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn avx2(f: impl FnOnce()) { f() }
-            match $isa {
-                // SAFETY: the features were detected at run time.
-                Isa::Avx512 => unsafe { avx512(|| $body($($arg),*)) },
-                Isa::Avx2Fma => unsafe { avx2(|| $body($($arg),*)) },
-                Isa::Portable => $body($($arg),*),
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = $isa;
-            $body($($arg),*)
-        }
-    }};
-}
-
-/// B^T d B of every tile of one channel's planes into `dst` (16 points x the batch's tiles).
-fn input_transform(
-    isa: Isa,
-    tiling: &Tiling,
-    rows: &mut TransformRows,
-    dst: &mut [f32],
-    channel: &[f32],
-) {
-    with_isa!(isa, input_transform_body(tiling, rows, dst, channel))
-}
-
-#[inline(always)]
-fn input_transform_body(
-    tiling: &Tiling,
-    scratch: &mut TransformRows,
-    dst: &mut [f32],
-    channel: &[f32],
-) {
-    let &Tiling {
-        height,
-        width,
-        tiles_y,
-        tiles_x: n,
-        tiles,
-    } = tiling;
-    let (plane, image_tiles) = (height * width, tiles_y * n);
-    let TransformRows { d, rows, padded } = scratch;
-    for (b, image) in channel.chunks_exact(plane).enumerate() {
-        for ty in 0..tiles_y {
-            // d[(r * 4 + q) * n + tx]: row r, column q of tile tx; `padded` is
-            // one input row with a zero before it and zeros after it.
-            for r in 0..4 {
-                let rows_of_r = &mut d[r * 4 * n..(r + 1) * 4 * n];
-                match (2 * ty + r).checked_sub(1).filter(|&y| y < height) {
-                    None => rows_of_r.fill(0.0),
-                    Some(y) => {
-                        padded.fill(0.0);
-                        padded[1..=width].copy_from_slice(&image[y * width..][..width]);
-                        for (q, out) in rows_of_r.chunks_exact_mut(n).enumerate() {
-                            for (v, &p) in out.iter_mut().zip(padded[q..].iter().step_by(2)) {
-                                *v = p;
-                            }
-                        }
-                    }
-                }
-            }
-            // B^T d (rows), then (B^T d) B (columns), along the row of tiles.
-            let (d0, rest) = d.split_at(4 * n);
-            let (d1, rest) = rest.split_at(4 * n);
-            let (d2, d3) = rest.split_at(4 * n);
-            let (r0, rest) = rows.split_at_mut(4 * n);
-            let (r1, rest) = rest.split_at_mut(4 * n);
-            let (r2, r3) = rest.split_at_mut(4 * n);
-            for k in 0..4 * n {
-                r0[k] = d0[k] - d2[k];
-                r1[k] = d1[k] + d2[k];
-                r2[k] = d2[k] - d1[k];
-                r3[k] = d1[k] - d3[k];
-            }
-            let t0 = b * image_tiles + ty * n;
-            for (r, v) in rows.chunks_exact(4 * n).enumerate() {
-                let (v0, v1, v2, v3) = (&v[..n], &v[n..2 * n], &v[2 * n..3 * n], &v[3 * n..]);
-                let out = |q: usize| (r * 4 + q) * tiles + t0;
-                let o = out(0);
-                for ((dst, a), c) in dst[o..o + n].iter_mut().zip(v0).zip(v2) {
-                    *dst = a - c;
-                }
-                let o = out(1);
-                for ((dst, a), c) in dst[o..o + n].iter_mut().zip(v1).zip(v2) {
-                    *dst = a + c;
-                }
-                let o = out(2);
-                for ((dst, a), c) in dst[o..o + n].iter_mut().zip(v2).zip(v1) {
-                    *dst = a - c;
-                }
-                let o = out(3);
-                for ((dst, a), c) in dst[o..o + n].iter_mut().zip(v1).zip(v3) {
-                    *dst = a - c;
-                }
-            }
-        }
-    }
-}
-
-/// A^T m A of every tile of one output channel, plus `bias` (then ReLU when `relu`), into its
-/// planes `dst`; `m` holds its 16 products.
-fn output_transform(
-    isa: Isa,
-    tiling: &Tiling,
-    half: &mut [f32],
-    dst: &mut [f32],
-    m: &[f32],
-    bias_relu: (f32, bool),
-) {
-    with_isa!(isa, output_transform_body(tiling, half, dst, m, bias_relu))
-}
-
-#[inline(always)]
-fn output_transform_body(
-    tiling: &Tiling,
-    half: &mut [f32],
-    dst: &mut [f32],
-    m: &[f32],
-    (bias, relu): (f32, bool),
-) {
-    let &Tiling {
-        height,
-        width,
-        tiles_y,
-        tiles_x: n,
-        tiles,
-    } = tiling;
-    let (plane, image_tiles) = (height * width, tiles_y * n);
-    let finish = |v: f32| if relu { (v + bias).max(0.0) } else { v + bias };
-    for (b, image) in dst.chunks_exact_mut(plane).enumerate() {
-        for ty in 0..tiles_y {
-            let t0 = b * image_tiles + ty * n;
-            let row = |r: usize, q: usize| &m[(r * 4 + q) * tiles + t0..][..n];
-            // A^T m: half[(r * 4 + q) * n + tx] for r in 0..2.
-            let (top, bottom) = half.split_at_mut(4 * n);
-            for q in 0..4 {
-                let (m0, m1, m2, m3) = (row(0, q), row(1, q), row(2, q), row(3, q));
-                let (t, u) = (&mut top[q * n..][..n], &mut bottom[q * n..][..n]);
-                for k in 0..n {
-                    t[k] = m0[k] + m1[k] + m2[k];
-                    u[k] = m1[k] - m2[k] - m3[k];
-                }
-            }
-            for (r, h) in half.chunks_exact(4 * n).enumerate() {
-                let y = 2 * ty + r;
-                if y >= height {
-                    continue;
-                }
-                let (h0, h1, h2, h3) = (&h[..n], &h[n..2 * n], &h[2 * n..3 * n], &h[3 * n..]);
-                let out_row = &mut image[y * width..(y + 1) * width];
-                for (tx, pair) in out_row.chunks_mut(2).enumerate() {
-                    pair[0] = finish(h0[tx] + h1[tx] + h2[tx]);
-                    if let Some(second) = pair.get_mut(1) {
-                        *second = finish(h1[tx] - h2[tx] - h3[tx]);
-                    }
-                }
-            }
-        }
     }
 }
 
