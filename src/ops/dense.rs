@@ -302,33 +302,27 @@ mod x86 {
         _mm256_fmadd_ps
     );
 
-    /// # Safety
-    /// The CPU has AVX-512F.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub unsafe fn adam_avx512(
-        step: &AdamStep,
-        p: &mut [f32],
-        g: &[f32],
-        m: &mut [f32],
-        v: &mut [f32],
-    ) {
-        let _flush = FlushDenormals::new();
-        step.apply(p, g, m, v)
+    /// Generates Adam's step compiled for the instruction set `$feature`, denormals flushed.
+    macro_rules! adam_kernel {
+        ($name:ident, $feature:literal) => {
+            /// # Safety
+            /// The CPU has the features.
+            #[target_feature(enable = $feature)]
+            pub unsafe fn $name(
+                step: &AdamStep,
+                p: &mut [f32],
+                g: &[f32],
+                m: &mut [f32],
+                v: &mut [f32],
+            ) {
+                let _flush = FlushDenormals::new();
+                step.apply(p, g, m, v)
+            }
+        };
     }
 
-    /// # Safety
-    /// The CPU has AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn adam_avx2(
-        step: &AdamStep,
-        p: &mut [f32],
-        g: &[f32],
-        m: &mut [f32],
-        v: &mut [f32],
-    ) {
-        let _flush = FlushDenormals::new();
-        step.apply(p, g, m, v)
-    }
+    adam_kernel!(adam_avx512, "avx512f,avx2,fma");
+    adam_kernel!(adam_avx2, "avx2,fma");
 
     /// While alive, this thread flushes denormal results to zero and reads denormal inputs as
     /// zero (MXCSR's FTZ and DAZ bits, as TensorFlow runs). The moments of units whose
