@@ -117,28 +117,28 @@ impl Isa {
         );
         assert!((depth - 1) * b_row + PANEL <= b.len(), "b out of bounds");
         let (acc, a, b) = (acc.as_mut_ptr(), a.as_ptr(), b.as_ptr());
+        // Whole tiles of `$tile` rows through `$kernel`, the rest one row at a time.
+        #[cfg(target_arch = "x86_64")]
+        macro_rules! tiled {
+            ($kernel:ident, $tile:literal) => {
+                tiles(count, $tile, |t0, tile| {
+                    let (acc, a) = (acc.add(t0 * PANEL), a.add(t0 * a_row));
+                    if tile == $tile {
+                        x86::$kernel::<$tile>(acc, a, a_row, a_col, b, b_row, depth)
+                    } else {
+                        x86::$kernel::<1>(acc, a, a_row, a_col, b, b_row, depth)
+                    }
+                })
+            };
+        }
         // SAFETY: the bounds of every access are checked above (tile t0 reads a from
         // t0 * a_row, writes acc from t0 * PANEL); the features were detected at run time.
         unsafe {
             match self {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => tiles(count, 8, |t0, tile| {
-                    let (acc, a) = (acc.add(t0 * PANEL), a.add(t0 * a_row));
-                    if tile == 8 {
-                        x86::tile_avx512::<8>(acc, a, a_row, a_col, b, b_row, depth)
-                    } else {
-                        x86::tile_avx512::<1>(acc, a, a_row, a_col, b, b_row, depth)
-                    }
-                }),
+                Isa::Avx512 => tiled!(tile_avx512, 8),
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2Fma => tiles(count, 2, |t0, tile| {
-                    let (acc, a) = (acc.add(t0 * PANEL), a.add(t0 * a_row));
-                    if tile == 2 {
-                        x86::tile_avx2::<2>(acc, a, a_row, a_col, b, b_row, depth)
-                    } else {
-                        x86::tile_avx2::<1>(acc, a, a_row, a_col, b, b_row, depth)
-                    }
-                }),
+                Isa::Avx2Fma => tiled!(tile_avx2, 2),
                 _ => {
                     for t in 0..count {
                         for d in 0..depth {
@@ -172,13 +172,6 @@ impl Isa {
             _ => step.apply(params, grads, m, v),
         }
     }
-}
-
-/// From now on, this thread flushes denormal floats to zero (see [`Isa::adam`]); for threads
-/// that only train (a training pool's workers). No-op off x86-64.
-pub fn flush_denormals_on_this_thread() {
-    #[cfg(target_arch = "x86_64")]
-    std::mem::forget(x86::FlushDenormals::new());
 }
 
 /// Calls `run(t0, tile)` for whole tiles of `tile` rows, then for single rows.
@@ -302,7 +295,7 @@ mod x86 {
         _mm256_fmadd_ps
     );
 
-    /// Generates Adam's step compiled for the instruction set `$feature`, denormals flushed.
+    /// Generates Adam's step compiled for the instruction set `$feature`.
     macro_rules! adam_kernel {
         ($name:ident, $feature:literal) => {
             /// # Safety
@@ -315,7 +308,6 @@ mod x86 {
                 m: &mut [f32],
                 v: &mut [f32],
             ) {
-                let _flush = FlushDenormals::new();
                 step.apply(p, g, m, v)
             }
         };
@@ -323,34 +315,6 @@ mod x86 {
 
     adam_kernel!(adam_avx512, "avx512f,avx2,fma");
     adam_kernel!(adam_avx2, "avx2,fma");
-
-    /// While alive, this thread flushes denormal results to zero and reads denormal inputs as
-    /// zero (MXCSR's FTZ and DAZ bits, as TensorFlow runs). The moments of units whose
-    /// gradients stay zero decay into denormals, and on Intel cores every operation on one
-    /// takes a slow microcode assist: without this a head epoch got 3x slower by its third.
-    pub(super) struct FlushDenormals(u32);
-
-    const FTZ_DAZ: u32 = 0x8040;
-
-    impl FlushDenormals {
-        #[allow(deprecated)]
-        pub(super) fn new() -> Self {
-            // SAFETY: reads and sets this thread's MXCSR; only the two flush bits change.
-            unsafe {
-                let saved = _mm_getcsr();
-                _mm_setcsr(saved | FTZ_DAZ);
-                FlushDenormals(saved)
-            }
-        }
-    }
-
-    impl Drop for FlushDenormals {
-        #[allow(deprecated)]
-        fn drop(&mut self) {
-            // SAFETY: restores the MXCSR this thread had before.
-            unsafe { _mm_setcsr(self.0) }
-        }
-    }
 }
 
 #[cfg(test)]

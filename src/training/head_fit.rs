@@ -30,6 +30,20 @@ const PARALLEL_WEIGHTS: usize = 1 << 15;
 /// Input units per task of the input-gradient pass (its accumulator: this many x PANEL).
 const INPUTS_PER_TASK: usize = 64;
 
+/// Runs `run` on every task, spread over the pool's threads when the layer has `weights` enough
+/// to pay for the hand-off.
+fn run_tasks<I>(tasks: I, weights: usize, run: impl Fn(I::Item) + Sync + Send)
+where
+    I: Iterator + Send,
+    I::Item: Send,
+{
+    if weights >= PARALLEL_WEIGHTS {
+        tasks.par_bridge().for_each(run);
+    } else {
+        tasks.for_each(run);
+    }
+}
+
 /// One dense layer's parameters (or Adam moments of the same shapes), bias padded to whole
 /// panels.
 #[derive(Clone)]
@@ -153,11 +167,7 @@ fn dense_forward(
         }
     };
     let chunks = output[..w.padded_units() * rows_pad].chunks_mut(PANEL * rows_pad);
-    if w.data.len() >= PARALLEL_WEIGHTS {
-        chunks.enumerate().par_bridge().for_each(run);
-    } else {
-        chunks.enumerate().for_each(run);
-    }
+    run_tasks(chunks.enumerate(), w.data.len(), run);
 }
 
 /// The gradient at the layer's input, feature-major, from the gradient at its output.
@@ -194,11 +204,7 @@ fn input_gradient(
         }
     };
     let chunks = delta_in_t[..w.inputs * rows_pad].chunks_mut(INPUTS_PER_TASK * rows_pad);
-    if w.data.len() >= PARALLEL_WEIGHTS {
-        chunks.enumerate().par_bridge().for_each(run);
-    } else {
-        chunks.enumerate().for_each(run);
-    }
+    run_tasks(chunks.enumerate(), w.data.len(), run);
 }
 
 /// One panel's weights with Adam's first and second moments, and the panel's index.
@@ -219,7 +225,7 @@ fn update_weights(
 ) {
     let (inputs, padded_units) = (layer.weight.inputs, layer.weight.padded_units());
     let panel_len = inputs * PANEL;
-    let big = layer.weight.data.len() >= PARALLEL_WEIGHTS;
+    let weights = layer.weight.data.len();
     let (m, v) = moments;
     let run = |(p, ((weight, m), v)): PanelTask| {
         let mut grad = vec![0.0f32; INPUTS_PER_TASK * PANEL];
@@ -254,11 +260,7 @@ fn update_weights(
         .zip(m.weight.data.chunks_mut(panel_len))
         .zip(v.weight.data.chunks_mut(panel_len))
         .enumerate();
-    if big {
-        panels.par_bridge().for_each(run);
-    } else {
-        panels.for_each(run);
-    }
+    run_tasks(panels, weights, run);
     let bias_grad: Vec<f32> = delta_t[..padded_units * rows_pad]
         .chunks_exact(rows_pad)
         .map(|unit| unit[..rows].iter().sum())

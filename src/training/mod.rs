@@ -209,13 +209,34 @@ pub(crate) fn on_thread_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         return work();
     }
-    match rayon::ThreadPoolBuilder::new()
-        .num_threads(rayon::current_num_threads())
-        .start_handler(|_| crate::ops::dense::flush_denormals_on_this_thread())
-        .build()
-    {
+    match training_pool(rayon::current_num_threads()) {
         Ok(pool) => pool.install(work),
         Err(_) => work(),
+    }
+}
+
+/// A pool of `threads` threads for training, each flushing denormal floats to zero (MXCSR's
+/// FTZ and DAZ bits, as TensorFlow runs). Adam's moments of units whose gradients stay zero decay
+/// into denormals, and on Intel cores every operation on one takes a slow microcode assist:
+/// without this a VGG-16 head epoch went from 27 s to 78 s over 10 epochs, and LeNet-5's from
+/// 2.6 s to 3.2 s. Only values below 1.2e-38 change.
+pub(crate) fn training_pool(
+    threads: usize,
+) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .start_handler(|_| flush_denormals_on_this_thread())
+        .build()
+}
+
+#[allow(deprecated)] // _mm_setcsr: the one way to set these bits without inline assembly
+fn flush_denormals_on_this_thread() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: sets this thread's MXCSR flush-to-zero and denormals-are-zero bits; nothing else
+    // changes.
+    unsafe {
+        use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
+        _mm_setcsr(_mm_getcsr() | 0x8040);
     }
 }
 

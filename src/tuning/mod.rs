@@ -366,10 +366,8 @@ fn run_trials(
     if parallel <= 1 {
         return pending.iter().map(run_one).collect();
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(parallel)
-        .build()
-        .map_err(|e| TrainError::Threads(e.to_string()))?;
+    let pool =
+        crate::training::training_pool(parallel).map_err(|e| TrainError::Threads(e.to_string()))?;
     pool.install(|| pending.par_iter().map(run_one).collect())
 }
 
