@@ -34,6 +34,13 @@ pub enum DataError {
     /// Results on disk made with other data or settings than the run that would reuse them.
     #[error("{path}: these results were made with other data or settings, so they are not reused: {differences}. Start over with --fresh (the old results are kept beside, as .old) or use another output directory")]
     StaleResults { path: PathBuf, differences: String },
+    /// A study stage's record made with other data or settings (e.g. a default that changed).
+    #[error("{path}: stage {stage} was made with other data or settings, so it is not reused: {differences}. Run this stage again with `report --redo {stage}` (its old folder is kept beside, as {stage}.old; the other stages are reused), start over with --fresh, or use another output directory")]
+    StaleStage {
+        path: PathBuf,
+        stage: String,
+        differences: String,
+    },
     /// A table operation (polars) on the images failed.
     #[error("data table: {0}")]
     Table(#[from] polars::error::PolarsError),

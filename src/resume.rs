@@ -49,13 +49,21 @@ impl RunKey {
         self
     }
 
-    /// The settings that differ, one per line: `name: V1 in the stored results, V2 now`.
-    pub fn differences(&self, stored: &RunKey) -> Vec<String> {
+    /// The names of the settings that differ.
+    pub fn differing_names<'a>(&'a self, stored: &'a RunKey) -> Vec<&'a str> {
         let names: std::collections::BTreeSet<&String> =
             self.0.keys().chain(stored.0.keys()).collect();
         names
             .into_iter()
             .filter(|name| self.0.get(*name) != stored.0.get(*name))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// The settings that differ, one per line: `name: V1 in the stored results, V2 now`.
+    pub fn differences(&self, stored: &RunKey) -> Vec<String> {
+        self.differing_names(stored)
+            .into_iter()
             .map(|name| {
                 format!(
                     "{name}: {} in the stored results, {} now",

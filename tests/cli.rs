@@ -464,6 +464,36 @@ fn report_runs_the_whole_study_and_reuses_finished_stages() {
         .expect("the stage wrote its checkpoint again");
     }
 
+    // A stage whose own settings changed (as when a default changes): refused, naming what
+    // differs and the stage to redo; `--redo` runs that stage alone and keeps the old one aside.
+    let record_path = out.join("modern_cnn/stage.json");
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
+    let stored_epochs = record["run_key"]["config.train.epochs"].as_u64().unwrap();
+    record["run_key"]["config.train.epochs"] = (stored_epochs + 1).into();
+    std::fs::write(&record_path, record.to_string()).unwrap();
+    let refused = run(&args);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "config.train.epochs: {} in the stored results, {stored_epochs} now",
+            stored_epochs + 1
+        )),
+        "{err}"
+    );
+    assert!(err.contains("report --redo modern_cnn"), "{err}");
+    let unknown = run(&[&args[..], &["--redo", "modern-cnn"]].concat());
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("modern_cnn"));
+    assert!(record_path.is_file(), "a refused --redo moved nothing");
+    let redone = run(&[&args[..], &["--redo", "modern_cnn"]].concat());
+    let err = String::from_utf8_lossy(&redone.stderr);
+    assert!(redone.status.success(), "{err}");
+    assert_eq!(err.matches("reusing earlier results").count(), 7, "{err}");
+    assert!(out.join("modern_cnn.old/stage.json").is_file());
+    assert!(record_path.is_file());
+
     // Other data for the same run directory: refused, naming what differs, nothing rerun.
     let mut other = args.to_vec();
     other[3] = sample().to_str().unwrap().to_string().leak();

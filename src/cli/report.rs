@@ -33,6 +33,11 @@ pub struct ReportArgs {
     python: String,
     #[command(flatten)]
     fresh: Fresh,
+    /// Run STAGE again, reusing the others (its old folder is moved aside, to STAGE.old); for a
+    /// stage whose settings changed, e.g. a new default. Repeatable
+    #[arg(long, value_name = "STAGE", conflicts_with = "fresh",
+          value_parser = clap::builder::PossibleValuesParser::new(study::STAGES_WITH_FOLDERS))]
+    redo: Vec<String>,
 }
 
 pub fn run(args: ReportArgs, device: DeviceChoice) -> Result<()> {
@@ -50,6 +55,11 @@ pub fn run(args: ReportArgs, device: DeviceChoice) -> Result<()> {
     };
     let out = args.out.clone().unwrap_or_else(|| default_out.into());
     args.fresh.apply(&out)?;
+    for stage in &args.redo {
+        if let Some(old) = fashion_mnist::resume::set_aside(&out.join(stage))? {
+            eprintln!("--redo {stage}: earlier results moved to {}", old.display());
+        }
+    }
     create_dir(&out)?;
     let loaded = args.source.load()?;
     let paths = StudyPaths {

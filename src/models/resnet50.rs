@@ -348,8 +348,10 @@ impl PlainResNet50 {
 }
 
 impl<D: ModelDevice> FoldedResNet50<D> {
+    /// Adds the plain buffers on the CPU with the custom ops; which path runs is decided here,
+    /// once, as for [`super::vgg16::PreparedVgg16`] (the composite ops would not use them).
     fn with_plain_weights_on_cpu(mut self) -> Self {
-        if D::CHOICE == DeviceChoice::Cpu {
+        if D::CHOICE == DeviceChoice::Cpu && cpu_ops() == CpuOps::Custom {
             self.plain = Some(Arc::new(PlainResNet50 {
                 stem: self.stem.plain_weights().prepared(),
                 blocks: self
@@ -376,12 +378,12 @@ impl<D: ModelDevice> FoldedResNet50<D> {
         self.stem.kernel.device().clone()
     }
 
-    /// `conv5_block3_out` for an input (B, 3, H, W). On the CPU (custom ops) in channel-major
-    /// layout on plain buffers, otherwise with the device's tensor ops
+    /// `conv5_block3_out` for an input (B, 3, H, W). On the CPU (custom ops when folded) in
+    /// channel-major layout on plain buffers, otherwise with the device's tensor ops
     /// ([`Self::forward_with_tensor_ops`]).
     pub fn forward(&self, x: Tensor4<NoneTape, D>) -> Tensor4<NoneTape, D> {
         match &self.plain {
-            Some(plain) if cpu_ops() == CpuOps::Custom => {
+            Some(plain) => {
                 let (y, shape) = channel_major::forward_batch_major(&x.as_vec(), *x.shape(), |x| {
                     plain.forward(x)
                 });

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::STAGES;
-use crate::error::TrainError;
+use crate::error::{DataError, TrainError};
 use crate::progress::Progress;
 use crate::resume::RunKey;
 
@@ -97,7 +97,23 @@ fn reusable<T: DeserializeOwned>(
             return Ok(None);
         }
     };
-    key.check(&record.run_key, &path)?;
+    // Only the stage's own settings changed (not the data or the library version): running
+    // this stage again is enough, so the error says how.
+    let only_settings = key
+        .differing_names(&record.run_key)
+        .iter()
+        .all(|name| *name == "config" || name.starts_with("config."));
+    match key.check(&record.run_key, &path) {
+        Err(DataError::StaleResults { path, differences }) if only_settings => {
+            return Err(DataError::StaleStage {
+                path,
+                stage: stage.to_string(),
+                differences,
+            }
+            .into())
+        }
+        checked => checked?,
+    }
     if let Some(problem) = record.artifacts.iter().find_map(|a| a.problem(out)) {
         progress.on_message(&format!(
             "warning: stage {stage}: {problem}; running the stage again"
