@@ -36,7 +36,7 @@ pub struct ReportArgs {
     /// Run STAGE again, reusing the others (its old folder is moved aside, to STAGE.old); for a
     /// stage whose settings changed, e.g. a new default. Repeatable
     #[arg(long, value_name = "STAGE", conflicts_with = "fresh",
-          value_parser = clap::builder::PossibleValuesParser::new(study::STAGES_WITH_FOLDERS))]
+          value_parser = clap::builder::PossibleValuesParser::new(study::STAGES_WITH_FOLDERS.iter().copied()))]
     redo: Vec<String>,
 }
 
