@@ -97,22 +97,27 @@ fn reusable<T: DeserializeOwned>(
             return Ok(None);
         }
     };
-    // Only the stage's own settings changed (not the data or the library version): running
-    // this stage again is enough, so the error says how.
-    let only_settings = key
-        .differing_names(&record.run_key)
-        .iter()
-        .all(|name| *name == "config" || name.starts_with("config."));
     match key.check(&record.run_key, &path) {
-        Err(DataError::StaleResults { path, differences }) if only_settings => {
-            return Err(DataError::StaleStage {
-                path,
-                stage: stage.to_string(),
-                differences,
-            }
-            .into())
+        Ok(()) => {}
+        Err(DataError::StaleResults { path, differences }) => {
+            // Only the stage's own settings changed (not the data or the library version): running
+            // this stage again is enough, so the error says how.
+            let only_settings = key
+                .differing_names(&record.run_key)
+                .iter()
+                .all(|name| *name == "config" || name.starts_with("config."));
+            let error = if only_settings {
+                DataError::StaleStage {
+                    path,
+                    stage: stage.to_string(),
+                    differences,
+                }
+            } else {
+                DataError::StaleResults { path, differences }
+            };
+            return Err(error.into());
         }
-        checked => checked?,
+        Err(other) => return Err(other.into()),
     }
     if let Some(problem) = record.artifacts.iter().find_map(|a| a.problem(out)) {
         progress.on_message(&format!(
