@@ -15,6 +15,11 @@ pub struct Bars {
     started: Instant,
     /// Expected minutes of each stage of the study (`report`), for its ETA.
     stage_minutes: Vec<f64>,
+    /// Expected minutes of the stage running now (0 when none or reused).
+    running_stage_minutes: f64,
+    /// Expected and actual minutes of the stages this run finished: how fast this machine
+    /// is against the estimates.
+    pace: (f64, f64),
 }
 
 fn bar(length: usize, template: &str) -> ProgressBar {
@@ -40,6 +45,21 @@ impl Bars {
             extraction: None,
             started: Instant::now(),
             stage_minutes,
+            running_stage_minutes: 0.0,
+            pace: (0.0, 0.0),
+        }
+    }
+
+    /// Minutes left from stage `index` (from 1) on, the estimates scaled by this machine's pace
+    /// once a stage of at least a few expected minutes ran; the factor, when applied.
+    fn minutes_left(&self, index: usize) -> (f64, Option<f64>) {
+        let remaining: f64 = self.stage_minutes.iter().skip(index - 1).sum();
+        let (expected, actual) = self.pace;
+        if expected >= 3.0 && actual > 0.0 {
+            let factor = actual / expected;
+            (remaining * factor, Some(factor))
+        } else {
+            (remaining, None)
         }
     }
 
@@ -104,11 +124,20 @@ impl Progress for Bars {
     }
 
     fn on_stage_start(&mut self, index: usize, count: usize, name: &str, reused: bool) {
-        let remaining: f64 = self.stage_minutes.iter().skip(index - 1).sum();
+        self.running_stage_minutes = if reused {
+            0.0
+        } else {
+            self.stage_minutes.get(index - 1).copied().unwrap_or(0.0)
+        };
         let eta = if reused {
             String::from("reusing earlier results")
         } else {
-            format!("ETA for the rest of the study ~{remaining:.0} min")
+            match self.minutes_left(index) {
+                (left, None) => format!("ETA for the rest of the study ~{left:.0} min"),
+                (left, Some(factor)) => format!(
+                    "ETA for the rest of the study ~{left:.0} min (estimates x{factor:.2}, this machine's pace so far)"
+                ),
+            }
         };
         eprintln!(
             "\n[stage {index}/{count}: {name}] {:.1} min elapsed, {eta}",
@@ -123,7 +152,12 @@ impl Progress for Bars {
     fn on_stage_end(&mut self, name: &str, seconds: f64) {
         if seconds > 0.0 {
             eprintln!("[{name} done in {:.1} min]", seconds / 60.0);
+            if self.running_stage_minutes > 0.0 {
+                self.pace.0 += self.running_stage_minutes;
+                self.pace.1 += seconds / 60.0;
+            }
         }
+        self.running_stage_minutes = 0.0;
     }
 
     fn on_message(&mut self, message: &str) {
@@ -131,5 +165,24 @@ impl Progress for Bars {
             bar.finish_and_clear();
         }
         self.line(message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_study_eta_follows_this_machines_pace_once_a_long_enough_stage_ran() {
+        let mut bars = Bars::for_study(vec![1.0, 10.0, 20.0]);
+        assert_eq!(bars.minutes_left(1), (31.0, None));
+        // A reused stage says nothing about the pace.
+        bars.on_stage_start(1, 3, "short", true);
+        bars.on_stage_end("short", 0.0);
+        assert_eq!(bars.minutes_left(2), (30.0, None));
+        // Expected 10 min, took 5: the rest is estimated at half.
+        bars.on_stage_start(2, 3, "long", false);
+        bars.on_stage_end("long", 300.0);
+        assert_eq!(bars.minutes_left(3), (10.0, Some(0.5)));
     }
 }

@@ -38,7 +38,7 @@ use crate::progress::Progress;
 use crate::report::Table;
 use crate::resume::RunKey;
 use crate::training::checkpoint;
-use crate::transfer::{Architecture, TransferOutcome, WeightsInfo};
+use crate::transfer::{self, Architecture, TransferConfig, TransferOutcome, WeightsInfo};
 use records::{stage, StageContext};
 
 /// How big a study: the walkthrough's settings, or a few minutes' try.
@@ -183,6 +183,29 @@ impl StudyPreset {
     /// Rough minutes each stage of this preset takes on 2 CPU cores (AVX2), in [`STAGES`]
     /// order, for the ETA (0 for a stage the preset skips).
     pub fn stage_minutes(&self) -> Vec<f64> {
+        self.minutes_of_stages(|_| false, |_| false)
+    }
+
+    /// [`Self::stage_minutes`] for a study resumed in `out`: 0 for a stage that left a record
+    /// there (it will most likely be reused), and only the VGG-16 runs beyond the walkthrough
+    /// that left no results file. A stale record is refused with a message anyway, so the
+    /// estimate need not check keys.
+    pub fn stage_minutes_left(&self, out: &Path) -> Vec<f64> {
+        self.minutes_of_stages(
+            |stage| records::stage_file(out, stage).is_file(),
+            |run| {
+                out.join("vgg16_beyond")
+                    .join(transfer::result_file_name(run))
+                    .is_file()
+            },
+        )
+    }
+
+    fn minutes_of_stages(
+        &self,
+        stage_done: impl Fn(&str) -> bool,
+        beyond_run_done: impl Fn(&TransferConfig) -> bool,
+    ) -> Vec<f64> {
         let scale = if self.train_limit.is_some() {
             0.05
         } else {
@@ -197,10 +220,11 @@ impl StudyPreset {
         STAGES
             .iter()
             .map(|&name| match name {
+                _ if stage_done(name) => 0.0,
                 "modern_cnn" => {
                     full(name) * self.modern_cnn_epochs as f64 / MODERN_CNN_FULL_EPOCHS as f64
                 }
-                "vgg16_beyond" => self.vgg16_beyond_minutes(),
+                "vgg16_beyond" => self.vgg16_beyond_minutes(&beyond_run_done),
                 "comparison" => 0.1,
                 _ => full(name),
             })
@@ -212,14 +236,16 @@ impl StudyPreset {
     /// 18 at 64x64 (each larger side is extracted once), ~48 images/s training end to end and
     /// ~100 evaluating at 32x32, cost growing with the pixel count; ~7 min of head training per
     /// 60,000 images.
-    fn vgg16_beyond_minutes(&self) -> f64 {
+    /// Runs for which `done` holds are left out (their features count as cached).
+    fn vgg16_beyond_minutes(&self, done: &dyn Fn(&TransferConfig) -> bool) -> f64 {
         let Some(stage) = self.vgg16_beyond() else {
             return 0.0;
         };
         let test = self.test_limit.unwrap_or(10_000) as f64;
         let mut extracted = vec![32];
+        extracted.extend(stage.runs.iter().filter(|r| done(r)).map(|r| r.side));
         let mut seconds = 0.0;
-        for run in &stage.runs {
+        for run in stage.runs.iter().filter(|r| !done(r)) {
             let images = run.limit.unwrap_or(60_000) as f64;
             let pixels = (run.side as f64 / 32.0).powi(2);
             if !extracted.contains(&run.side) {
@@ -883,6 +909,43 @@ mod tests {
         assert_eq!(STAGES.last(), Some(&"comparison"));
         assert!(!STAGES_WITH_FOLDERS.contains(&"comparison"));
         assert_eq!(STAGES_WITH_FOLDERS.len(), STAGES.len() - 1);
+    }
+
+    #[test]
+    fn the_eta_of_a_resumed_study_leaves_out_what_left_results() {
+        let out = tempfile::tempdir().unwrap();
+        let extended = StudyPreset::extended();
+        let all = extended.stage_minutes();
+        assert_eq!(extended.stage_minutes_left(out.path()), all);
+        let (lenet5, beyond) = (numbered("lenet5").0 - 1, numbered("vgg16_beyond").0 - 1);
+        std::fs::create_dir_all(out.path().join("lenet5")).unwrap();
+        std::fs::write(out.path().join("lenet5").join("stage.json"), "{}").unwrap();
+        let runs = extended.vgg16_beyond().unwrap().runs;
+        let frozen_64 = runs.iter().find(|r| r.fine_tune.is_none()).unwrap();
+        std::fs::create_dir_all(out.path().join("vgg16_beyond")).unwrap();
+        let file = out
+            .path()
+            .join("vgg16_beyond")
+            .join(transfer::result_file_name(frozen_64));
+        std::fs::write(file, "{}").unwrap();
+        let left = extended.stage_minutes_left(out.path());
+        assert_eq!(left[lenet5], 0.0);
+        assert!(all[lenet5] > 0.0);
+        // The 64x64 frozen run and its feature extraction are done; the end-to-end runs are not.
+        assert!(
+            left[beyond] > 0.5 * all[beyond] && left[beyond] < all[beyond] - 10.0,
+            "{} of {}",
+            left[beyond],
+            all[beyond]
+        );
+        let others = |m: &[f64]| -> f64 {
+            m.iter()
+                .enumerate()
+                .filter(|(i, _)| *i != lenet5 && *i != beyond)
+                .map(|(_, v)| v)
+                .sum()
+        };
+        assert_eq!(others(&left), others(&all));
     }
 
     #[test]

@@ -70,7 +70,7 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn stage_file(out: &Path, stage: &str) -> PathBuf {
+pub(super) fn stage_file(out: &Path, stage: &str) -> PathBuf {
     out.join(stage).join("stage.json")
 }
 
