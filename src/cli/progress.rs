@@ -2,7 +2,7 @@
 //! line per epoch, trial, fold and message, and (report) a line per stage with an ETA for the
 //! rest of the study.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fashion_mnist::progress::Progress;
 use fashion_mnist::training::EpochRecord;
@@ -11,15 +11,37 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub struct Bars {
     epoch_bar: Option<ProgressBar>,
     epoch: usize,
+    epochs: usize,
     extraction: Option<ProgressBar>,
     started: Instant,
     /// Expected minutes of each stage of the study (`report`), for its ETA.
     stage_minutes: Vec<f64>,
+    /// When stderr is no terminal (a log file), the bar is hidden: a plain line every
+    /// [`LOG_LINE_EVERY`] says how the epoch or extraction goes instead.
+    last_log_line: Instant,
+    epoch_started: Instant,
     /// Expected minutes of the stage running now (0 when none or reused).
     running_stage_minutes: f64,
     /// Expected and actual minutes of the stages this run finished: how fast this machine
     /// is against the estimates.
     pace: (f64, f64),
+}
+
+/// How often a log (stderr not a terminal) gets a line about the running epoch.
+const LOG_LINE_EVERY: Duration = Duration::from_secs(60);
+
+/// "epoch 1/2: step 120/750, 3.2 steps/s, ETA 3.3 min, loss 0.4120 accuracy 0.8610".
+fn epoch_log_line(
+    (epoch, epochs): (usize, usize),
+    (step, steps): (usize, usize),
+    elapsed: Duration,
+    (loss, accuracy): (f64, f64),
+) -> String {
+    let rate = step as f64 / elapsed.as_secs_f64().max(1e-9);
+    let eta_minutes = steps.saturating_sub(step) as f64 / rate.max(1e-9) / 60.0;
+    format!(
+        "epoch {epoch}/{epochs}: step {step}/{steps}, {rate:.2} steps/s, ETA {eta_minutes:.1} min, loss {loss:.4} accuracy {accuracy:.4}"
+    )
 }
 
 fn bar(length: usize, template: &str) -> ProgressBar {
@@ -42,11 +64,14 @@ impl Bars {
         Bars {
             epoch_bar: None,
             epoch: 0,
+            epochs: 0,
             extraction: None,
             started: Instant::now(),
             stage_minutes,
             running_stage_minutes: 0.0,
             pace: (0.0, 0.0),
+            last_log_line: Instant::now(),
+            epoch_started: Instant::now(),
         }
     }
 
@@ -81,10 +106,25 @@ impl Progress for Bars {
         bar.set_prefix(format!("{epoch}/{epochs}"));
         self.epoch_bar = Some(bar);
         self.epoch = epoch;
+        self.epochs = epochs;
+        (self.epoch_started, self.last_log_line) = (Instant::now(), Instant::now());
     }
 
     fn on_batch(&mut self, step: usize, running_loss: f64, running_accuracy: f64) {
         if let Some(bar) = &self.epoch_bar {
+            if bar.is_hidden() && self.last_log_line.elapsed() >= LOG_LINE_EVERY {
+                self.last_log_line = Instant::now();
+                let steps = bar.length().unwrap_or(0) as usize;
+                eprintln!(
+                    "{}",
+                    epoch_log_line(
+                        (self.epoch, self.epochs),
+                        (step, steps),
+                        self.epoch_started.elapsed(),
+                        (running_loss, running_accuracy)
+                    )
+                );
+            }
             bar.set_position(step as u64);
             if step.is_multiple_of(50) {
                 bar.set_message(format!(
@@ -114,6 +154,9 @@ impl Progress for Bars {
     }
 
     fn on_extraction(&mut self, done: usize, total: usize) {
+        if self.extraction.is_none() {
+            self.last_log_line = Instant::now();
+        }
         let bar = self.extraction.get_or_insert_with(|| {
             bar(
                 total,
@@ -121,6 +164,14 @@ impl Progress for Bars {
             )
         });
         bar.set_position(done as u64);
+        if bar.is_hidden() && self.last_log_line.elapsed() >= LOG_LINE_EVERY {
+            self.last_log_line = Instant::now();
+            eprintln!(
+                "extracting: {done}/{total} images, {:.0} images/s, ETA {:.1} min",
+                bar.per_sec(),
+                bar.eta().as_secs_f64() / 60.0
+            );
+        }
     }
 
     fn on_stage_start(&mut self, index: usize, count: usize, name: &str, reused: bool) {
@@ -184,5 +235,19 @@ mod tests {
         bars.on_stage_start(2, 3, "long", false);
         bars.on_stage_end("long", 300.0);
         assert_eq!(bars.minutes_left(3), (10.0, Some(0.5)));
+    }
+
+    #[test]
+    fn a_log_line_gives_the_epochs_rate_and_eta() {
+        let line = epoch_log_line(
+            (1, 2),
+            (120, 750),
+            Duration::from_secs(60),
+            (0.41204, 0.861),
+        );
+        assert_eq!(
+            line,
+            "epoch 1/2: step 120/750, 2.00 steps/s, ETA 5.2 min, loss 0.4120 accuracy 0.8610"
+        );
     }
 }
