@@ -179,6 +179,25 @@ fn conv2d_small_planes_grouped_into_one_gemm_match_reference() {
 }
 
 #[test]
+fn conv2d_3x3_by_winograd_matches_reference_with_many_channels_and_odd_planes() {
+    // 3x3, stride 1, padding 1 runs forward and input gradient through Winograd's F(2x2, 3x3):
+    // its 2x2 output tiles overhang odd planes, and its transforms must keep the rounding small
+    // over many channels.
+    for (height, width) in [(7, 7), (5, 6), (2, 3)] {
+        check_conv(Case {
+            batch: 5,
+            channels: 48,
+            height,
+            width,
+            filters: 24,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+        });
+    }
+}
+
+#[test]
 fn conv2d_lenet_shapes_match_reference() {
     check_conv(Case {
         batch: 2,
