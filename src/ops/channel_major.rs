@@ -113,7 +113,7 @@ pub fn conv(x: &ChannelMajor, w: &ConvWeights, relu: bool) -> ChannelMajor {
         stride: w.stride,
         padding: w.padding,
     };
-    if winograd_applies(&geom) {
+    if w.kernel_size == 3 && w.stride == 1 && w.padding == 1 && x.height >= 2 && x.width >= 2 {
         return winograd_3x3(x, w, relu);
     }
     let (plane, patch) = (geom.out_plane(), geom.patch_len());
@@ -269,65 +269,6 @@ fn gather_table(geom: &Conv2dGeometry) -> Vec<u32> {
         }
     }
     table
-}
-
-/// Whether a convolution goes through Winograd's F(2x2, 3x3): a 3x3 kernel, stride 1, padding
-/// 1, planes of at least 2x2 (on a 1x1 plane it would multiply 16 values for 1 output).
-pub(super) fn winograd_applies(geom: &Conv2dGeometry) -> bool {
-    geom.kernel == 3
-        && geom.stride == 1
-        && geom.padding == 1
-        && geom.in_height >= 2
-        && geom.in_width >= 2
-}
-
-/// `conv(x) + bias` by Winograd's F(2x2, 3x3) for a batch-major `x` (B, C, H, W) and a kernel
-/// (O, C, 3, 3), stride 1, padding 1; the result batch-major (B, O, H, W). The training
-/// convolution's forward pass and input gradient (a 3x3 convolution with the kernel turned
-/// half a turn and its channel axes swapped) both come here.
-pub(super) fn conv3x3_batch_major(
-    x: &[f32],
-    (batch, channels, height, width): (usize, usize, usize, usize),
-    kernel: Vec<f32>,
-    bias: Vec<f32>,
-) -> Vec<f32> {
-    let out_channels = bias.len();
-    assert_eq!(
-        kernel.len(),
-        out_channels * channels * 9,
-        "kernel and shape disagree"
-    );
-    let weights = ConvWeights {
-        kernel,
-        bias,
-        out_channels,
-        in_channels: channels,
-        kernel_size: 3,
-        stride: 1,
-        padding: 1,
-        winograd_kernel: None,
-    };
-    let x = ChannelMajor::from_batch_major(x, (batch, channels, height, width));
-    winograd_3x3(&x, &weights, false).to_batch_major()
-}
-
-/// The kernel of a 3x3 convolution's input gradient: (O, C, 3, 3) -> (C, O, 3, 3), each 3x3
-/// turned half a turn.
-pub(super) fn transposed_flipped_3x3(
-    kernel: &[f32],
-    out_channels: usize,
-    channels: usize,
-) -> Vec<f32> {
-    let mut flipped = vec![0.0f32; kernel.len()];
-    for (c, dst) in flipped.chunks_exact_mut(out_channels * 9).enumerate() {
-        for (o, taps) in dst.chunks_exact_mut(9).enumerate() {
-            let src = &kernel[(o * channels + c) * 9..][..9];
-            for (t, v) in taps.iter_mut().enumerate() {
-                *v = src[8 - t];
-            }
-        }
-    }
-    flipped
 }
 
 /// Winograd's F(2x2, 3x3): a 3x3 convolution (stride 1, padding 1) as 16 products of

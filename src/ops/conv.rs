@@ -3,7 +3,6 @@
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
-use super::channel_major::{conv3x3_batch_major, transposed_flipped_3x3, winograd_applies};
 use super::matmul::{matmul, MatRef};
 use super::scratch;
 use super::{
@@ -248,21 +247,8 @@ pub fn cpu_conv2d<T: Tape<f32, Cpu>>(
     let group_in = group * geom.in_image();
     let group_out = group * geom.out_image();
 
-    // 3x3 convolutions (stride 1, padding 1) take Winograd's F(2x2, 3x3) forward and for the
-    // input gradient (4 multiplications per output instead of 9); the weight gradient still
-    // needs the im2col matrix, built in the backward pass then.
-    let winograd = winograd_applies(&geom);
-    let mut output = if winograd {
-        conv3x3_batch_major(
-            &input,
-            (batch, in_channels, in_height, in_width),
-            weights.clone(),
-            biases.clone(),
-        )
-    } else {
-        vec![0.0f32; batch * geom.out_image()]
-    };
-    let keep_cols = T::OWNS_TAPE && !geom.is_pointwise() && !winograd;
+    let mut output = vec![0.0f32; batch * geom.out_image()];
+    let keep_cols = T::OWNS_TAPE && !geom.is_pointwise();
     // Every element is written by im2col before it is read: a reused buffer will do.
     let mut saved_cols = if keep_cols {
         scratch::take(batch * patch * plane)
@@ -306,9 +292,7 @@ pub fn cpu_conv2d<T: Tape<f32, Cpu>>(
     let outs = output.par_chunks_mut(group_out.max(1));
     // Per-thread buffers (both are overwritten before they are read).
     let gemm_out_len = if group == 1 { 0 } else { group_out };
-    if winograd {
-        // Computed above.
-    } else if keep_cols {
+    if keep_cols {
         groups
             .zip(outs)
             .zip(saved_cols.par_chunks_mut(group * patch * plane))
@@ -350,7 +334,7 @@ pub fn cpu_conv2d<T: Tape<f32, Cpu>>(
             // Per group: dY (O x nP) gathered from the images, then
             // dW_g = dY * cols^T and dcols = W^T * dY (folded back into dX).
             let group_count = batch.div_ceil(group);
-            let mut grad_input = if input_grad == InputGrad::Compute && !winograd {
+            let mut grad_input = if input_grad == InputGrad::Compute {
                 vec![0.0f32; batch * geom.in_image()]
             } else {
                 Vec::new()
@@ -377,7 +361,7 @@ pub fn cpu_conv2d<T: Tape<f32, Cpu>>(
                     let mut built = Vec::new();
                     let cols: &[f32] = if cols_are_input {
                         images
-                    } else if geom.is_pointwise() || winograd {
+                    } else if geom.is_pointwise() {
                         built = scratch::take(patch * n * plane);
                         geom.group_cols(images, &mut built);
                         &built
@@ -395,7 +379,7 @@ pub fn cpu_conv2d<T: Tape<f32, Cpu>>(
                         MatRef::row_major(dy, n * plane),
                         MatRef::transposed(cols, n * plane),
                     );
-                    if input_grad == InputGrad::Compute && !winograd {
+                    if input_grad == InputGrad::Compute {
                         let w_t = MatRef::transposed(&weights, patch);
                         let dy = MatRef::row_major(dy, n * plane);
                         if cols_are_input {
@@ -423,14 +407,6 @@ pub fn cpu_conv2d<T: Tape<f32, Cpu>>(
                 })
                 .collect();
             scratch::give(saved_cols);
-            if input_grad == InputGrad::Compute && winograd {
-                grad_input = conv3x3_batch_major(
-                    &grad_out,
-                    (batch, out_channels, in_height, in_width),
-                    transposed_flipped_3x3(&weights, out_channels, in_channels),
-                    vec![0.0; in_channels],
-                );
-            }
             let mut grad_weight = vec![0.0f32; out_channels * patch];
             for partial in &partials {
                 for (g, p) in grad_weight.iter_mut().zip(partial) {
