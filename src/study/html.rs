@@ -173,14 +173,14 @@ fn intro(results: &StudyResults) -> String {
         + results.tuning.wall_seconds
         + results.cross_validation.wall_seconds
         + results.modern_cnn.as_ref().map_or(0.0, |r| r.wall_seconds)
-        + results.vgg16.wall_seconds
-        + results.resnet50.wall_seconds
+        + results.vgg16.seconds_with_resumed_runs()
+        + results.resnet50.seconds_with_resumed_runs()
         + results
             .vgg16_beyond
             .as_ref()
-            .map_or(0.0, |r| r.wall_seconds);
+            .map_or(0.0, |r| r.seconds_with_resumed_runs());
     format!(
-        "Preset \"{}\"{}; seed {}; {}; fashion-mnist {}; whole study {} (stages reused from earlier runs count their original time).",
+        "Preset \"{}\"{}; seed {}; {}; fashion-mnist {}; whole study {} (stages and runs reused from earlier runs count their original time).",
         preset.name,
         match preset.name.as_str() {
             "quick" => {

@@ -807,16 +807,29 @@ pub fn comparison_chart(
     crate::plots::comparison_chart(&results.comparison())
 }
 
+impl StageRecord<Vec<TransferOutcome>> {
+    /// The stage's time with every run counted: a run reused from its own results file (an
+    /// interrupted stage resumed) counts the time it took then.
+    pub fn seconds_with_resumed_runs(&self) -> f64 {
+        let runs: f64 = self.results.iter().map(|run| run.wall_seconds).sum();
+        self.wall_seconds.max(runs)
+    }
+}
+
 impl<T> StageRecord<T> {
     /// stage, device, version, seed, start, wall time.
     fn summary_row(&self) -> Vec<String> {
+        self.summary_row_taking(self.wall_seconds)
+    }
+
+    fn summary_row_taking(&self, seconds: f64) -> Vec<String> {
         vec![
             self.stage.clone(),
             self.device.clone(),
             self.version.clone(),
             self.seed.to_string(),
             self.started_unix.to_string(),
-            minutes(self.wall_seconds),
+            minutes(seconds),
         ]
     }
 }
@@ -838,10 +851,12 @@ pub fn stages_table(results: &StudyResults) -> Table {
     if let Some(record) = &results.modern_cnn {
         table.push(record.summary_row());
     }
-    table.push(results.vgg16.summary_row());
-    table.push(results.resnet50.summary_row());
+    let transfer_row =
+        |r: &StageRecord<Vec<TransferOutcome>>| r.summary_row_taking(r.seconds_with_resumed_runs());
+    table.push(transfer_row(&results.vgg16));
+    table.push(transfer_row(&results.resnet50));
     if let Some(record) = &results.vgg16_beyond {
-        table.push(record.summary_row());
+        table.push(transfer_row(record));
     }
     table
 }
