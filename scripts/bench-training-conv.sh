@@ -21,13 +21,13 @@ for round in $(seq "$rounds"); do
     [ "$which" = new ] && binary=$new
     log="$logs/$which-$round"
     "$binary" bench --model modern-cnn --batch-size 64 --images 12000 --epochs 2 >"$log-cnn.out" 2>"$log-cnn.err"
-    grep 'modern CNN' "$log-cnn.out" | sed "s/^/round $round $which: /"
+    grep 'modern CNN' "$log-cnn.out" | sed "s/^/round $round $which: /" || true
     start=$(date +%s.%N)
     "$binary" transfer --backbone vgg16 --preprocessing caffe --fine-tune-all --fine-tune-epochs 1 \
       --epochs 2 --limit "$limit" --cache "$logs/features-$which" --out "$log-vgg" \
       >"$log-vgg.out" 2>"$log-vgg.err"
     end=$(date +%s.%N)
-    epoch=$(grep -A1 'fine-tuning VGG-16 end to end' "$log-vgg.err" | grep -o '([0-9.]* s)' | tail -1)
+    epoch=$(grep -A1 'fine-tuning VGG-16 end to end' "$log-vgg.err" | grep -o '([0-9.]* s)' | tail -1 || true)
     echo "round $round $which VGG-16 end to end, $limit images: fine-tuning epoch $epoch, whole command $(awk "BEGIN {printf \"%.1f\", $end - $start}") s (round 1 extracts the features, later rounds read them from the cache)"
   done
 done
