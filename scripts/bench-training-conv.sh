@@ -27,7 +27,8 @@ for round in $(seq "$rounds"); do
       --epochs 2 --limit "$limit" --cache "$logs/features-$which" --out "$log-vgg" \
       >"$log-vgg.out" 2>"$log-vgg.err"
     end=$(date +%s.%N)
-    epoch=$(grep -A1 'fine-tuning VGG-16 end to end' "$log-vgg.err" | grep -o '([0-9.]* s)' | tail -1 || true)
+    # The first epoch line after the fine-tuning starts (minute log lines may come between).
+    epoch=$(awk '/fine-tuning VGG-16 end to end/ {f = 1} f && /^epoch +[0-9]+:/ {print; exit}' "$log-vgg.err" | grep -o '([0-9.]* s)' || true)
     echo "round $round $which VGG-16 end to end, $limit images: fine-tuning epoch $epoch, whole command $(awk "BEGIN {printf \"%.1f\", $end - $start}") s (round 1 extracts the features, later rounds read them from the cache)"
   done
 done

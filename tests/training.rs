@@ -4,7 +4,8 @@
 use dfdx::prelude::*;
 use fashion_mnist::data::prepare::{train_validation_split, Prepared};
 use fashion_mnist::models::{ImageClassifier, LeNet5, LeNet5Config, ParamVisitor, Parameters};
-use fashion_mnist::training::{self, checkpoint, EarlyStopping, Silent, TrainConfig};
+use fashion_mnist::resume::RunKey;
+use fashion_mnist::training::{self, checkpoint, EarlyStopping, SavedState, Silent, TrainConfig};
 use fashion_mnist::TrainError;
 
 mod common;
@@ -475,4 +476,159 @@ fn a_cnn_with_trainable_batch_norm_learns_and_keeps_running_averages() {
     let accuracy = training::evaluate(&model, &test, 250).unwrap().accuracy;
     eprintln!("BatchNorm CNN held-out accuracy {accuracy:.3} after 3 epochs on 2,000 images");
     assert!(accuracy > 0.6, "held-out accuracy {accuracy}");
+}
+
+/// Stops a run (as a killed process would) right after epoch `stop_after` was saved.
+struct StopAfter(usize);
+impl training::Progress for StopAfter {
+    fn on_epoch_end(&mut self, record: &training::EpochRecord) {
+        if record.epoch == self.0 {
+            panic!("stopped after epoch {}", self.0);
+        }
+    }
+}
+
+fn resumable_config() -> TrainConfig {
+    TrainConfig {
+        epochs: 3,
+        learning_rate: 2e-3,
+        schedule: training::LearningRateSchedule::Cosine {
+            warmup_fraction: 0.1,
+        },
+        augmentation: Some(fashion_mnist::data::augment::Augmentation {
+            max_shift: 2,
+            horizontal_flip: true,
+        }),
+        ..TrainConfig::default()
+    }
+}
+
+fn state_for(dir: &std::path::Path, key: RunKey) -> SavedState {
+    SavedState {
+        path: dir.join("state.safetensors"),
+        key,
+    }
+}
+
+#[test]
+fn a_stopped_run_resumes_where_it_was_and_ends_as_an_uninterrupted_one() {
+    let (train, validation) = small_split();
+    let inverted = Prepared {
+        pixels: train.pixels.iter().map(|v| 1.0 - v).collect(),
+        labels: train.labels.clone(),
+    };
+    let variants = [&train, &inverted];
+    let config = resumable_config();
+    let fresh = || LeNet5::new(&Cpu::default(), LeNet5Config::default(), 7);
+    let scores = |h: &training::History| {
+        h.epochs
+            .iter()
+            .map(|r| (r.epoch, r.loss, r.accuracy, r.val_loss, r.val_accuracy))
+            .collect::<Vec<_>>()
+    };
+
+    let mut whole = fresh();
+    let whole_history = training::fit_augmented(
+        &mut whole,
+        &variants,
+        Some(&validation),
+        &config,
+        &mut Silent,
+    )
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_for(dir.path(), RunKey::new().with("run", "resume test"));
+    let mut stopped = fresh();
+    let crash = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        training::fit_resumable(
+            &mut stopped,
+            &variants,
+            Some(&validation),
+            &config,
+            &mut StopAfter(2),
+            &state,
+        )
+    }));
+    assert!(crash.is_err(), "the run was to stop after epoch 2");
+    assert!(state.path.exists(), "the state of epoch 2 was saved");
+
+    // A new process: a freshly initialized model goes on from the saved state.
+    let mut resumed = fresh();
+    let resumed_history = training::fit_resumable(
+        &mut resumed,
+        &variants,
+        Some(&validation),
+        &config,
+        &mut Silent,
+        &state,
+    )
+    .unwrap();
+    assert_eq!(resumed_history.resumed_after_epochs, vec![2]);
+    assert_eq!(scores(&resumed_history), scores(&whole_history));
+    assert_eq!(values(&resumed), values(&whole), "weights bit for bit");
+    assert!(
+        resumed_history.epochs[2].val_accuracy.unwrap() > 0.35,
+        "well above chance"
+    );
+}
+
+#[test]
+fn a_saved_state_of_other_settings_is_refused_and_early_stopping_saves_none() {
+    let (train, validation) = small_split();
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        epochs: 1,
+        ..resumable_config()
+    };
+    let state = state_for(dir.path(), RunKey::new().with("train.epochs", 1));
+    let mut model = LeNet5::new(&Cpu::default(), LeNet5Config::default(), 7);
+    training::fit_resumable(
+        &mut model,
+        &[&train],
+        Some(&validation),
+        &config,
+        &mut Silent,
+        &state,
+    )
+    .unwrap();
+    let saved = std::fs::read(&state.path).unwrap();
+
+    let other = state_for(dir.path(), RunKey::new().with("train.epochs", 2));
+    let error = training::fit_resumable(
+        &mut model,
+        &[&train],
+        Some(&validation),
+        &TrainConfig {
+            epochs: 2,
+            ..config.clone()
+        },
+        &mut Silent,
+        &other,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("state.safetensors")
+            && error.contains("train.epochs: 1 in the stored results, 2 now"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(&state.path).unwrap(), saved, "left as it was");
+
+    let stopping_dir = tempfile::tempdir().unwrap();
+    let stopping = state_for(stopping_dir.path(), RunKey::new());
+    let with_stopping = TrainConfig {
+        early_stopping: Some(EarlyStopping::new(1)),
+        ..config
+    };
+    training::fit_resumable(
+        &mut model,
+        &[&train],
+        Some(&validation),
+        &with_stopping,
+        &mut Silent,
+        &stopping,
+    )
+    .unwrap();
+    assert!(!stopping.path.exists());
 }

@@ -282,7 +282,8 @@ fn mismatched_weights_are_listed_by_name_and_shape() {
 #[test]
 fn imagenet_vgg16_features_train_a_head_and_fine_tuning_keeps_learning() {
     use fashion_mnist::transfer::{
-        run_transfer, FineTuneConfig, Preprocessing, TransferConfig, WeightsInfo,
+        result_file_name, run_or_reuse, training_state_file_name, FineTuneConfig, Preprocessing,
+        TransferConfig, WeightsInfo,
     };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/weights");
     let path = weights::fetch_vgg16(&dir, "python3").unwrap();
@@ -305,7 +306,17 @@ fn imagenet_vgg16_features_train_a_head_and_fine_tuning_keeps_learning() {
         cache_dir: Some(cache.path()),
         device: &Cpu::default(),
     };
-    let outcome = run_transfer(&inputs, &config, &mut fashion_mnist::training::Silent).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let outcome = run_or_reuse(
+        out.path(),
+        &inputs,
+        &config,
+        &mut fashion_mnist::training::Silent,
+    )
+    .unwrap();
+    // The fine-tuning saved its state after every epoch; with the results saved, it is gone.
+    assert!(out.path().join(result_file_name(&config)).is_file());
+    assert!(!out.path().join(training_state_file_name(&config)).exists());
     assert!(outcome.label.contains("ImageNet"), "{}", outcome.label);
     assert_eq!(outcome.head.trainable_params, 3_564_554);
     let head_test = outcome.head.test.unwrap().accuracy;

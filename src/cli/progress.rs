@@ -16,11 +16,13 @@ pub struct Bars {
     started: Instant,
     /// Expected minutes of each stage of the study (`report`), for its ETA.
     stage_minutes: Vec<f64>,
+    /// Stages that reuse part of their work from an earlier run: left out of the pace.
+    stages_partly_done: Vec<bool>,
     /// When stderr is no terminal (a log file), the bar is hidden: a plain line every
     /// [`LOG_LINE_EVERY`] says how the epoch or extraction goes instead.
     last_log_line: Instant,
     epoch_started: Instant,
-    /// Expected minutes of the stage running now (0 when none or reused).
+    /// Expected minutes of the stage running now (0 when none, reused or partly done before).
     running_stage_minutes: f64,
     /// Expected and actual minutes of the stages this run finished: how fast this machine
     /// is against the estimates.
@@ -30,7 +32,7 @@ pub struct Bars {
 /// How often a log (stderr not a terminal) gets a line about the running epoch.
 const LOG_LINE_EVERY: Duration = Duration::from_secs(60);
 
-/// "epoch 1/2: step 120/750, 3.2 steps/s, ETA 3.3 min, loss 0.4120 accuracy 0.8610".
+/// "epoch 1/2: step 120/750, 3.20 steps/s, ETA 3.3 min, loss 0.4120 accuracy 0.8610".
 fn epoch_log_line(
     (epoch, epochs): (usize, usize),
     (step, steps): (usize, usize),
@@ -56,11 +58,12 @@ fn bar(length: usize, template: &str) -> ProgressBar {
 
 impl Bars {
     pub fn new() -> Self {
-        Bars::for_study(Vec::new())
+        Bars::for_study(Vec::new(), Vec::new())
     }
 
-    /// For `report`: an ETA for the rest of the study from each stage's expected minutes.
-    pub fn for_study(stage_minutes: Vec<f64>) -> Self {
+    /// For `report`: an ETA for the rest of the study from each stage's expected minutes;
+    /// `stages_partly_done` are left out of the pace (their time covers only part of them).
+    pub fn for_study(stage_minutes: Vec<f64>, stages_partly_done: Vec<bool>) -> Self {
         Bars {
             epoch_bar: None,
             epoch: 0,
@@ -68,6 +71,7 @@ impl Bars {
             extraction: None,
             started: Instant::now(),
             stage_minutes,
+            stages_partly_done,
             running_stage_minutes: 0.0,
             pace: (0.0, 0.0),
             last_log_line: Instant::now(),
@@ -76,12 +80,17 @@ impl Bars {
     }
 
     /// Minutes left from stage `index` (from 1) on, the estimates scaled by this machine's pace
-    /// once a stage of at least a few expected minutes ran; the factor, when applied.
+    /// once the stages that ran whole in this invocation were expected to take 3 minutes or
+    /// more; the factor (kept within 1/4..4: one odd stage should not swing it), when applied.
     fn minutes_left(&self, index: usize) -> (f64, Option<f64>) {
-        let remaining: f64 = self.stage_minutes.iter().skip(index - 1).sum();
+        let remaining: f64 = self
+            .stage_minutes
+            .iter()
+            .skip(index.saturating_sub(1))
+            .sum();
         let (expected, actual) = self.pace;
         if expected >= 3.0 && actual > 0.0 {
-            let factor = actual / expected;
+            let factor = (actual / expected).clamp(0.25, 4.0);
             (remaining * factor, Some(factor))
         } else {
             (remaining, None)
@@ -175,10 +184,12 @@ impl Progress for Bars {
     }
 
     fn on_stage_start(&mut self, index: usize, count: usize, name: &str, reused: bool) {
-        self.running_stage_minutes = if reused {
+        let stage = index.saturating_sub(1);
+        let partly_done = self.stages_partly_done.get(stage).copied().unwrap_or(false);
+        self.running_stage_minutes = if reused || partly_done {
             0.0
         } else {
-            self.stage_minutes.get(index - 1).copied().unwrap_or(0.0)
+            self.stage_minutes.get(stage).copied().unwrap_or(0.0)
         };
         let eta = if reused {
             String::from("reusing earlier results")
@@ -225,16 +236,24 @@ mod tests {
 
     #[test]
     fn the_study_eta_follows_this_machines_pace_once_a_long_enough_stage_ran() {
-        let mut bars = Bars::for_study(vec![1.0, 10.0, 20.0]);
-        assert_eq!(bars.minutes_left(1), (31.0, None));
+        let mut bars =
+            Bars::for_study(vec![1.0, 10.0, 20.0, 40.0], vec![false, false, true, false]);
+        assert_eq!(bars.minutes_left(1), (71.0, None));
         // A reused stage says nothing about the pace.
         bars.on_stage_start(1, 3, "short", true);
         bars.on_stage_end("short", 0.0);
-        assert_eq!(bars.minutes_left(2), (30.0, None));
+        assert_eq!(bars.minutes_left(2), (70.0, None));
         // Expected 10 min, took 5: the rest is estimated at half.
-        bars.on_stage_start(2, 3, "long", false);
+        bars.on_stage_start(2, 4, "long", false);
         bars.on_stage_end("long", 300.0);
-        assert_eq!(bars.minutes_left(3), (10.0, Some(0.5)));
+        assert_eq!(bars.minutes_left(3), (30.0, Some(0.5)));
+        // A stage that reused part of its work took less than a whole one would: not counted.
+        bars.on_stage_start(3, 4, "resumed", false);
+        bars.on_stage_end("resumed", 60.0);
+        assert_eq!(bars.minutes_left(4), (20.0, Some(0.5)));
+        // Far off pace is kept within 1/4..4.
+        bars.pace = (10.0, 0.1);
+        assert_eq!(bars.minutes_left(4), (10.0, Some(0.25)));
     }
 
     #[test]

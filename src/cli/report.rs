@@ -68,7 +68,10 @@ pub fn run(args: ReportArgs, device: DeviceChoice) -> Result<()> {
         feature_cache: args.cache.clone(),
         python: args.python.clone(),
     };
-    let mut progress = Bars::for_study(preset.stage_minutes_left(&out));
+    let mut progress = Bars::for_study(
+        preset.stage_minutes_left(&out),
+        preset.stages_partly_done(&out),
+    );
     let results = study::run_study(&loaded, &preset, &paths, device, &mut progress)?;
     let html = study::render_html(&results, Some(&loaded))?;
     let report = out.join("report.html");

@@ -87,6 +87,10 @@ pub trait ModelDevice: Device<f32> + 'static {
     /// masks drawn from `seed` where the device allows it (CPU).
     fn for_training(&self, seed: u64) -> Self;
 
+    /// Overwrites a buffer of this device (e.g. an optimizer's moment) with `values` from the
+    /// host (a resumed run's saved state); `values` has the buffer's length.
+    fn write_from_host(buffer: &mut <Self as Storage<f32>>::Vec, values: &[f32]);
+
     /// The device in words, for logs and result files.
     fn describe(&self) -> String;
 
@@ -212,6 +216,10 @@ impl ModelDevice for Cpu {
         Cpu::seed_from_u64(seed)
     }
 
+    fn write_from_host(buffer: &mut <Self as Storage<f32>>::Vec, values: &[f32]) {
+        buffer.copy_from_slice(values);
+    }
+
     fn describe(&self) -> String {
         let threads = rayon::current_num_threads();
         match cpu_ops() {
@@ -229,6 +237,13 @@ impl ModelDevice for Cuda {
         // A second `Cuda` would bring its own stream; tensors must stay on one. Dropout masks
         // on the GPU therefore come from the device's own generator.
         self.clone()
+    }
+
+    fn write_from_host(buffer: &mut <Self as Storage<f32>>::Vec, values: &[f32]) {
+        let device = buffer.device();
+        device
+            .htod_sync_copy_into(values, &mut **buffer)
+            .expect("copying a resumed run's state to the GPU");
     }
 
     fn describe(&self) -> String {

@@ -189,7 +189,8 @@ impl StudyPreset {
     /// [`Self::stage_minutes`] for a study resumed in `out`: 0 for a stage that left a record
     /// there (it will most likely be reused), and only the VGG-16 runs beyond the walkthrough
     /// that left no results file. A stale record is refused with a message anyway, so the
-    /// estimate need not check keys.
+    /// estimate need not check keys; a record that cannot be read is run again, taking longer
+    /// than estimated here.
     pub fn stage_minutes_left(&self, out: &Path) -> Vec<f64> {
         self.minutes_of_stages(
             |stage| records::stage_file(out, stage).is_file(),
@@ -199,6 +200,20 @@ impl StudyPreset {
                     .is_file()
             },
         )
+    }
+
+    /// For each stage of [`STAGES`]: whether it was started in `out` before and left part of
+    /// its work there (trials, folds, runs, a training state) without finishing. Such a stage
+    /// reuses that part, so its time says nothing about this machine's pace.
+    pub fn stages_partly_done(&self, out: &Path) -> Vec<bool> {
+        STAGES
+            .iter()
+            .map(|&stage| {
+                let folder = out.join(stage);
+                !records::stage_file(out, stage).is_file()
+                    && std::fs::read_dir(&folder).is_ok_and(|mut entries| entries.next().is_some())
+            })
+            .collect()
     }
 
     fn minutes_of_stages(
@@ -236,7 +251,8 @@ impl StudyPreset {
     /// 18 at 64x64 (each larger side is extracted once), ~48 images/s training end to end and
     /// ~100 evaluating at 32x32, cost growing with the pixel count; ~7 min of head training per
     /// 60,000 images.
-    /// Runs for which `done` holds are left out (their features count as cached).
+    /// Runs for which `done` holds are left out, and so is the extraction of their features
+    /// (assumed still in the feature cache).
     fn vgg16_beyond_minutes(&self, done: &dyn Fn(&TransferConfig) -> bool) -> f64 {
         let Some(stage) = self.vgg16_beyond() else {
             return 0.0;
@@ -809,7 +825,8 @@ pub fn comparison_chart(
 
 impl StageRecord<Vec<TransferOutcome>> {
     /// The stage's time with every run counted: a run reused from its own results file (an
-    /// interrupted stage resumed) counts the time it took then.
+    /// interrupted stage resumed) counts the time it took then. The larger of the stage's wall
+    /// time (this invocation's, which also covers reading and scoring) and the sum of its runs'.
     pub fn seconds_with_resumed_runs(&self) -> f64 {
         let runs: f64 = self.results.iter().map(|run| run.wall_seconds).sum();
         self.wall_seconds.max(runs)
@@ -961,6 +978,10 @@ mod tests {
                 .sum()
         };
         assert_eq!(others(&left), others(&all));
+        let partly = extended.stages_partly_done(out.path());
+        assert!(partly[beyond], "a run of the stage left its results");
+        assert!(!partly[lenet5], "finished");
+        assert_eq!(partly.iter().filter(|p| **p).count(), 1, "{partly:?}");
     }
 
     #[test]

@@ -13,6 +13,9 @@ use crate::models::{
     LeNet5, LeNet5Config, ModernCnn, ModernCnnConfig, ParamVisitor, ParamVisitorMut, Parameters,
 };
 use crate::ops::ModelDevice;
+use crate::resume::RunKey;
+use crate::training::optim::{Adam, ParamMoments};
+use crate::training::History;
 
 /// Format tag stored in every checkpoint's metadata.
 pub const CHECKPOINT_FORMAT: &str = "fashion-mnist/1";
@@ -79,8 +82,24 @@ pub fn save_with<M: Parameters>(
 ) -> Result<(), TrainError> {
     let mut collected = Collect(Vec::new());
     let Ok(()) = model.visit_params(&mut collected);
-    let views: Vec<(String, TensorView<'_>)> = collected
-        .0
+    let mut metadata = HashMap::from([
+        ("architecture".to_string(), model.architecture().to_string()),
+        ("config".to_string(), model.config_json().to_string()),
+    ]);
+    for (key, value) in extra_metadata {
+        metadata.insert(key.to_string(), value.to_string());
+    }
+    write_tensors(path, &collected.0, metadata)
+}
+
+/// Writes named f32 tensors (shape, little-endian bytes) with `metadata`, the format tag and
+/// the tensors' digest, atomically.
+fn write_tensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<u8>)],
+    mut metadata: HashMap<String, String>,
+) -> Result<(), TrainError> {
+    let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(name, shape, bytes)| {
             let view = TensorView::new(SafeDtype::F32, shape.clone(), bytes)
@@ -89,20 +108,12 @@ pub fn save_with<M: Parameters>(
         })
         .collect();
     let digest = tensors_digest(
-        collected
-            .0
+        tensors
             .iter()
             .map(|(name, _, bytes)| (name.as_str(), bytes.as_slice())),
     );
-    let mut metadata = HashMap::from([
-        ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
-        ("sha256".to_string(), digest),
-        ("architecture".to_string(), model.architecture().to_string()),
-        ("config".to_string(), model.config_json().to_string()),
-    ]);
-    for (key, value) in extra_metadata {
-        metadata.insert(key.to_string(), value.to_string());
-    }
+    metadata.insert("format".to_string(), CHECKPOINT_FORMAT.to_string());
+    metadata.insert("sha256".to_string(), digest);
     let bytes = ::safetensors::tensor::serialize(views, &Some(metadata))
         .map_err(|e| checkpoint_error(path, e.to_string()))?;
     crate::fsutil::write_bytes_atomically(path, &bytes)?;
@@ -172,9 +183,26 @@ fn read_header(path: &Path, bytes: &[u8]) -> Result<(usize, Metadata), TrainErro
 pub fn load_into<M: Parameters>(model: &mut M, path: &Path) -> Result<(), TrainError> {
     let bytes = std::fs::read(path).map_err(|e| checkpoint_error(path, e.to_string()))?;
     let (data_start, metadata) = read_header(path, &bytes)?;
-    let data = &bytes[data_start..];
+    fill_model(model, path, &metadata, &bytes[data_start..], |_| true)
+}
+
+/// Copies the tensors of a checkpoint read into memory (`data`: its tensor bytes) whose names
+/// pass `of_model` into `model`; checks names, shapes, values and the stored digest (which
+/// covers every tensor of the file).
+fn fill_model<M: Parameters>(
+    model: &mut M,
+    path: &Path,
+    metadata: &Metadata,
+    data: &[u8],
+    of_model: impl Fn(&str) -> bool,
+) -> Result<(), TrainError> {
+    let all_tensors = metadata.tensors();
     let mut fill = Fill {
-        tensors: metadata.tensors(),
+        tensors: all_tensors
+            .iter()
+            .filter(|(name, _)| of_model(name))
+            .map(|(name, info)| (name.clone(), *info))
+            .collect(),
         data,
         seen: Vec::new(),
         problems: Vec::new(),
@@ -202,7 +230,7 @@ pub fn load_into<M: Parameters>(model: &mut M, path: &Path) -> Result<(), TrainE
     // Any other changed byte: the digest stored at saving (absent in older checkpoints).
     let stored_digest = metadata.metadata().as_ref().and_then(|m| m.get("sha256"));
     if let (true, Some(stored)) = (fill.problems.is_empty(), stored_digest) {
-        let actual = tensors_digest(fill.tensors.iter().map(|(name, info)| {
+        let actual = tensors_digest(all_tensors.iter().map(|(name, info)| {
             let (start, end) = info.data_offsets;
             (name.as_str(), &data[start..end])
         }));
@@ -225,6 +253,123 @@ pub fn load_into<M: Parameters>(model: &mut M, path: &Path) -> Result<(), TrainE
             ),
         ))
     }
+}
+
+/// What the `contents` metadata entry of a training state says.
+const TRAINING_STATE_CONTENTS: &str = "training state";
+/// Name prefixes of Adam's moments in a training state.
+const FIRST_MOMENT: &str = "adam.first_moment/";
+const SECOND_MOMENT: &str = "adam.second_moment/";
+
+/// Where a resumable run is after a number of epochs: what [`save_training_state`] writes
+/// besides the model's parameters and the optimizer's moments.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainingProgress {
+    /// Everything that determines the run: a state saved under another key is not resumed.
+    pub key: RunKey,
+    pub epochs_done: usize,
+    pub optimizer_steps: i32,
+    pub history: History,
+    /// The run's first batch loss (the reference for an exploding loss).
+    pub first_loss: Option<f32>,
+}
+
+/// Saves a resumable run's state: `model`'s parameters, Adam's moments (as flat tensors) and
+/// `progress`, atomically (a run stopped while saving keeps the previous epoch's state).
+pub fn save_training_state<M: Parameters>(
+    path: &Path,
+    model: &M,
+    optimizer: &Adam<M::Device>,
+    progress: &TrainingProgress,
+) -> Result<(), TrainError> {
+    let mut collected = Collect(Vec::new());
+    let Ok(()) = model.visit_params(&mut collected);
+    let bytes_of = |values: &[f32]| values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    for moments in optimizer.moments(model) {
+        let len = vec![moments.first.len()];
+        let first = (format!("{FIRST_MOMENT}{}", moments.name), len.clone());
+        collected
+            .0
+            .push((first.0, first.1, bytes_of(&moments.first)));
+        let second = format!("{SECOND_MOMENT}{}", moments.name);
+        collected.0.push((second, len, bytes_of(&moments.second)));
+    }
+    let metadata = HashMap::from([
+        ("architecture".to_string(), model.architecture().to_string()),
+        ("config".to_string(), model.config_json().to_string()),
+        ("contents".to_string(), TRAINING_STATE_CONTENTS.to_string()),
+        (
+            "progress".to_string(),
+            serde_json::to_string(progress).expect("plain data"),
+        ),
+    ]);
+    write_tensors(path, &collected.0, metadata)
+}
+
+/// Loads the state [`save_training_state`] wrote at `path` into `model` and `optimizer` and
+/// returns where the run was. A state saved under a key other than `key` is refused, naming
+/// the settings that differ.
+pub fn load_training_state<M: Parameters>(
+    path: &Path,
+    key: &RunKey,
+    model: &mut M,
+    optimizer: &mut Adam<M::Device>,
+) -> Result<TrainingProgress, TrainError> {
+    let bytes = std::fs::read(path).map_err(|e| checkpoint_error(path, e.to_string()))?;
+    let (data_start, metadata) = read_header(path, &bytes)?;
+    let fields = metadata.metadata().clone().unwrap_or_default();
+    if fields.get("contents").map(String::as_str) != Some(TRAINING_STATE_CONTENTS) {
+        return Err(checkpoint_error(path, "not a saved training state"));
+    }
+    let progress: TrainingProgress = fields
+        .get("progress")
+        .map(|text| serde_json::from_str(text))
+        .transpose()
+        .map_err(|e| checkpoint_error(path, format!("its progress record cannot be read: {e}")))?
+        .ok_or_else(|| checkpoint_error(path, "its metadata has no progress record"))?;
+    let differences = key.differences(&progress.key);
+    if !differences.is_empty() {
+        return Err(checkpoint_error(
+            path,
+            format!(
+                "the saved state of a run with other data or settings ({}); delete it to start this run over, or use another output directory",
+                differences.join("; ")
+            ),
+        ));
+    }
+    let data = &bytes[data_start..];
+    let is_moment = |name: &str| name.starts_with(FIRST_MOMENT) || name.starts_with(SECOND_MOMENT);
+    fill_model(model, path, &metadata, data, |name| !is_moment(name))?;
+    let tensors = metadata.tensors();
+    let values_of = |name: &str| {
+        tensors.get(name).map(|info| {
+            let (start, end) = info.data_offsets;
+            data[start..end]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect::<Vec<f32>>()
+        })
+    };
+    let mut moments = Vec::new();
+    let mut names: Vec<&String> = tensors
+        .keys()
+        .filter(|n| n.starts_with(FIRST_MOMENT))
+        .collect();
+    names.sort();
+    for first_name in names {
+        let name = &first_name[FIRST_MOMENT.len()..];
+        let second = values_of(&format!("{SECOND_MOMENT}{name}"))
+            .ok_or_else(|| checkpoint_error(path, format!("no second moment for {name}")))?;
+        moments.push(ParamMoments {
+            name: name.to_string(),
+            first: values_of(first_name).unwrap_or_default(),
+            second,
+        });
+    }
+    optimizer
+        .restore(model, progress.optimizer_steps, &moments)
+        .map_err(|problems| checkpoint_error(path, format!("optimizer state: {problems}")))?;
+    Ok(progress)
 }
 
 /// The architecture and settings stored in a checkpoint's metadata.

@@ -37,6 +37,9 @@ pub struct History {
     pub stopped_early: bool,
     /// Whether the model was reset to the best epoch's weights.
     pub restored_best: bool,
+    /// Epochs after which a resumable run was stopped and went on from its saved state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumed_after_epochs: Vec<usize>,
 }
 
 impl History {

@@ -12,12 +12,13 @@ mod schedule;
 
 pub use history::{EpochRecord, History};
 pub use metrics::{ClassificationReport, ConfusionMatrix};
-pub use optim::Adam;
+pub use optim::{Adam, ParamMoments};
 pub use schedule::LearningRateSchedule;
 
 // The progress interface training reports through.
 pub use progress::{EpochLines, Progress, Silent};
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use dfdx::prelude::*;
@@ -31,6 +32,7 @@ use crate::data::NUM_CLASSES;
 use crate::error::TrainError;
 use crate::models::{model_device, ImageClassifier};
 use crate::ops::{ModelDevice, Tensor4};
+use crate::resume::RunKey;
 
 /// What early stopping watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -340,8 +342,72 @@ pub fn fit_augmented<M: ImageClassifier>(
     progress: &mut dyn Progress,
 ) -> Result<History, TrainError> {
     on_device_threads::<M::Device, _>(|| {
-        fit_here(model, train_variants, validation, config, progress)
+        fit_here(model, train_variants, validation, config, progress, None)
     })
+}
+
+/// Where a resumable run keeps its state, and what determines the run.
+#[derive(Clone, Debug)]
+pub struct SavedState {
+    /// The state file, rewritten (atomically) after every epoch.
+    pub path: PathBuf,
+    /// Everything the run depends on: a state saved under another key is refused.
+    pub key: RunKey,
+}
+
+/// [`fit_augmented`] that can be stopped and started again: after every epoch it saves the
+/// model, the optimizer and the history to `state.path`; when that file exists, training goes
+/// on from the epoch it holds. Data order and augmentations are replayed from the seed, so they
+/// are those of an uninterrupted run; dropout masks after a restart come from a generator seeded
+/// by the seed and the epoch (a resumed run is not bit-identical to an uninterrupted one where
+/// the model has dropout). With early stopping nothing is saved (its best weights would have to
+/// be saved too) and the run starts over. The file stays after the last epoch; the caller removes
+/// it once the run's results are saved.
+pub fn fit_resumable<M: ImageClassifier>(
+    model: &mut M,
+    train_variants: &[&Prepared],
+    validation: Option<&Prepared>,
+    config: &TrainConfig,
+    progress: &mut dyn Progress,
+    state: &SavedState,
+) -> Result<History, TrainError> {
+    on_device_threads::<M::Device, _>(|| {
+        fit_here(
+            model,
+            train_variants,
+            validation,
+            config,
+            progress,
+            Some(state).filter(|_| config.early_stopping.is_none()),
+        )
+    })
+}
+
+/// The random draws of one epoch: the new order of the training images (`order` is shuffled in
+/// place), then which variant each image comes from and its augmentation.
+fn draw_epoch(
+    rng: &mut ChaCha8Rng,
+    order: &mut [usize],
+    variants: usize,
+    augmentation: Option<&Augmentation>,
+) -> (Vec<usize>, Vec<Transform>) {
+    order.shuffle(rng);
+    let n = order.len();
+    let variant_of = if variants > 1 {
+        (0..n).map(|_| rng.gen_range(0..variants)).collect()
+    } else {
+        Vec::new()
+    };
+    let transforms = match augmentation {
+        Some(augmentation) => (0..n).map(|_| augmentation.draw(rng)).collect(),
+        None => Vec::new(),
+    };
+    (variant_of, transforms)
+}
+
+/// The dropout seed of a run restarted after `epochs_done` epochs.
+fn restart_seed(seed: u64, epochs_done: usize) -> u64 {
+    seed ^ (epochs_done as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 fn fit_here<M: ImageClassifier>(
@@ -350,6 +416,7 @@ fn fit_here<M: ImageClassifier>(
     validation: Option<&Prepared>,
     config: &TrainConfig,
     progress: &mut dyn Progress,
+    state: Option<&SavedState>,
 ) -> Result<History, TrainError> {
     config.validate_for(validation.is_some())?;
     if validation.is_some_and(|v| v.is_empty()) {
@@ -383,14 +450,6 @@ fn fit_here<M: ImageClassifier>(
             message: "no training images".into(),
         });
     }
-    // Seeds dropout masks, for models that have dropout (on the CPU).
-    let device = model_device(model)
-        .ok_or_else(|| TrainError::Config {
-            name: "model".into(),
-            message: "has no parameters to train".into(),
-        })?
-        .for_training(config.seed);
-    let shape = model.input_shape();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut optimizer = Adam::new(config.learning_rate);
@@ -398,24 +457,51 @@ fn fit_here<M: ImageClassifier>(
     let mut history = History::default();
     let mut stopper = EarlyStopper::default();
     let mut first_loss: Option<f32> = None;
+    let mut epochs_done = 0;
+    if let Some(state) = state.filter(|s| s.path.exists()) {
+        let saved =
+            checkpoint::load_training_state(&state.path, &state.key, model, &mut optimizer)?;
+        progress.on_message(&format!(
+            "resuming from {}: {} of {} epochs done",
+            state.path.display(),
+            saved.epochs_done,
+            config.epochs
+        ));
+        epochs_done = saved.epochs_done;
+        history = saved.history;
+        first_loss = saved.first_loss;
+        history.resumed_after_epochs.push(epochs_done);
+        for _ in 0..epochs_done {
+            draw_epoch(
+                &mut rng,
+                &mut order,
+                train_variants.len(),
+                config.augmentation.as_ref(),
+            );
+        }
+    }
+    // Seeds dropout masks, for models that have dropout (on the CPU).
+    let dropout_seed = match epochs_done {
+        0 => config.seed,
+        done => restart_seed(config.seed, done),
+    };
+    let device = model_device(model)
+        .ok_or_else(|| TrainError::Config {
+            name: "model".into(),
+            message: "has no parameters to train".into(),
+        })?
+        .for_training(dropout_seed);
+    let shape = model.input_shape();
 
-    for epoch in 1..=config.epochs {
+    for epoch in epochs_done + 1..=config.epochs {
         let started = Instant::now();
-        order.shuffle(&mut rng);
         progress.on_epoch_start(epoch, config.epochs, steps);
-        let variant_of: Vec<usize> = if train_variants.len() > 1 {
-            (0..train.len())
-                .map(|_| rng.gen_range(0..train_variants.len()))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let transforms: Vec<Transform> = match &config.augmentation {
-            Some(augmentation) => (0..train.len())
-                .map(|_| augmentation.draw(&mut rng))
-                .collect(),
-            None => Vec::new(),
-        };
+        let (variant_of, transforms) = draw_epoch(
+            &mut rng,
+            &mut order,
+            train_variants.len(),
+            config.augmentation.as_ref(),
+        );
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (step, indices) in order.chunks(config.batch_size).enumerate() {
             optimizer.config.lr = config.schedule.rate(
@@ -468,8 +554,18 @@ fn fit_here<M: ImageClassifier>(
         }
         let scores = validation.map(|v| evaluate(model, v, 1000)).transpose()?;
         let record = EpochRecord::of(epoch, (loss_sum, correct, seen), scores.as_ref(), started);
-        progress.on_epoch_end(&record);
         history.epochs.push(record.clone());
+        if let Some(state) = state {
+            let saved = checkpoint::TrainingProgress {
+                key: state.key.clone(),
+                epochs_done: epoch,
+                optimizer_steps: optimizer.steps(),
+                history: history.clone(),
+                first_loss,
+            };
+            checkpoint::save_training_state(&state.path, model, &optimizer, &saved)?;
+        }
+        progress.on_epoch_end(&record);
         if stopper.after_epoch(config, &record, || model.clone(), &mut history) {
             break;
         }

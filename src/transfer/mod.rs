@@ -13,7 +13,7 @@ pub use features::{
 pub use fine_tune::{ResNet50FineTuned, Vgg16FineTuned};
 pub use weights::{Architecture, LoadedBackbone};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use dfdx::prelude::*;
@@ -27,7 +27,7 @@ use crate::ops::ModelDevice;
 use crate::progress::Progress;
 use crate::resume::RunKey;
 use crate::training::{
-    self, EarlyStopping, Evaluation, History, LearningRateSchedule, TrainConfig,
+    self, EarlyStopping, Evaluation, History, LearningRateSchedule, SavedState, TrainConfig,
 };
 
 /// Which weights a backbone carries.
@@ -412,6 +412,7 @@ impl FineTuneRun<()> {
 /// Trains a fine-tuning stage and scores it on validation and test inputs.
 fn fine_tune_and_score<M: ImageClassifier>(
     run: FineTuneRun<M>,
+    state: Option<&SavedState>,
     progress: &mut dyn Progress,
 ) -> Result<StageOutcome, TrainError> {
     let FineTuneRun {
@@ -433,13 +434,23 @@ fn fine_tune_and_score<M: ImageClassifier>(
         }
     ));
     let variant_refs: Vec<&Prepared> = train_variants.iter().collect();
-    let history = training::fit_augmented(
-        &mut model,
-        &variant_refs,
-        Some(&validation),
-        &train,
-        progress,
-    )?;
+    let history = match state {
+        Some(state) => training::fit_resumable(
+            &mut model,
+            &variant_refs,
+            Some(&validation),
+            &train,
+            progress,
+            state,
+        )?,
+        None => training::fit_augmented(
+            &mut model,
+            &variant_refs,
+            Some(&validation),
+            &train,
+            progress,
+        )?,
+    };
     stage_outcome(&model, history, &validation, test.as_ref())
 }
 
@@ -472,17 +483,24 @@ pub fn run_transfer<D: ModelDevice>(
     config: &TransferConfig,
     progress: &mut dyn Progress,
 ) -> Result<TransferOutcome, TrainError> {
-    run_transfer_keyed(inputs, config, run_key(inputs, config), progress)
+    run_transfer_keyed(inputs, config, run_key(inputs, config), None, progress)
 }
 
 /// [`run_transfer`] with its [`run_key`] already computed (fingerprinting the images is not
-/// free).
+/// free); with `state_path`, the fine-tuning saves its state there after every epoch and goes
+/// on from a state saved there earlier.
 fn run_transfer_keyed<D: ModelDevice>(
     inputs: &TransferInputs<'_, D>,
     config: &TransferConfig,
     key: RunKey,
+    state_path: Option<PathBuf>,
     progress: &mut dyn Progress,
 ) -> Result<TransferOutcome, TrainError> {
+    let state = state_path.map(|path| SavedState {
+        path,
+        key: key.clone().with("stage", "fine-tuning"),
+    });
+    let state = state.as_ref();
     let TransferInputs {
         train_set,
         test_set,
@@ -640,6 +658,7 @@ fn run_transfer_keyed<D: ModelDevice>(
             let model = Vgg16FineTuned::new(vgg, head.clone(), 1, (3, config.side, config.side));
             Some(fine_tune_and_score(
                 end_to_end(ft, "VGG-16").with_model(model),
+                state,
                 progress,
             )?)
         }
@@ -650,6 +669,7 @@ fn run_transfer_keyed<D: ModelDevice>(
                 ResNet50FineTuned::new(&resnet.to_device(device), head.clone(), config.side);
             Some(fine_tune_and_score(
                 end_to_end(ft, "ResNet-50").with_model(model),
+                state,
                 progress,
             )?)
         }
@@ -712,7 +732,7 @@ fn run_transfer_keyed<D: ModelDevice>(
                 train,
                 description,
             };
-            Some(fine_tune_and_score(run, progress)?)
+            Some(fine_tune_and_score(run, state, progress)?)
         }
         _ => None,
     };
@@ -802,6 +822,15 @@ pub fn result_file_name(config: &TransferConfig) -> String {
     )
 }
 
+/// File name of a run's fine-tuning state in an output directory while the run is under way
+/// (saved after every epoch, removed once the results are saved), e.g.
+/// `vgg16-caffe-64px-fine-tuned-all.training-state.safetensors`.
+pub fn training_state_file_name(config: &TransferConfig) -> String {
+    let results = result_file_name(config);
+    let stem = results.strip_suffix(".json").unwrap_or(&results);
+    format!("{stem}.training-state.safetensors")
+}
+
 /// What determines a transfer run's results: the exact images, the settings, the weights, the
 /// device and the library version.
 pub fn run_key<D: ModelDevice>(inputs: &TransferInputs<'_, D>, config: &TransferConfig) -> RunKey {
@@ -865,9 +894,16 @@ pub fn run_or_reuse<D: ModelDevice>(
         return Ok(outcome);
     }
     progress.on_message(&format!("== {}", run_label(config, weights)));
-    let outcome = run_transfer_keyed(inputs, config, key, progress)?;
     std::fs::create_dir_all(out_dir).map_err(|e| crate::error::DataError::io(out_dir, e))?;
+    let state_path = out_dir.join(training_state_file_name(config));
+    let outcome = run_transfer_keyed(inputs, config, key, Some(state_path.clone()), progress)?;
     let json = serde_json::to_string_pretty(&outcome).expect("plain data");
     crate::fsutil::write_bytes_atomically(&path, json.as_bytes())?;
-    Ok(outcome)
+    // The results are saved: the run is finished and its state is no longer needed.
+    match std::fs::remove_file(&state_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(crate::error::DataError::io(&state_path, e).into())
+        }
+        _ => Ok(outcome),
+    }
 }
