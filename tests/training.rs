@@ -510,8 +510,11 @@ fn state_for(dir: &std::path::Path, key: RunKey) -> SavedState {
     }
 }
 
-#[test]
-fn a_stopped_run_resumes_where_it_was_and_ends_as_an_uninterrupted_one() {
+/// Trains `fresh()` 3 epochs in one go, and again stopped after epoch 2 and resumed in a new
+/// model from the saved state: scores and weights (running averages included) are the same.
+fn stopped_and_resumed_ends_as_uninterrupted<M: ImageClassifier<Device = Cpu>>(
+    fresh: impl Fn() -> M,
+) {
     let (train, validation) = small_split();
     let inverted = Prepared {
         pixels: train.pixels.iter().map(|v| 1.0 - v).collect(),
@@ -519,7 +522,6 @@ fn a_stopped_run_resumes_where_it_was_and_ends_as_an_uninterrupted_one() {
     };
     let variants = [&train, &inverted];
     let config = resumable_config();
-    let fresh = || LeNet5::new(&Cpu::default(), LeNet5Config::default(), 7);
     let scores = |h: &training::History| {
         h.epochs
             .iter()
@@ -550,7 +552,10 @@ fn a_stopped_run_resumes_where_it_was_and_ends_as_an_uninterrupted_one() {
             &state,
         )
     }));
-    assert!(crash.is_err(), "the run was to stop after epoch 2");
+    match crash {
+        Err(_) => {}
+        Ok(result) => panic!("the run was to stop after epoch 2, it returned {result:?}"),
+    }
     assert!(state.path.exists(), "the state of epoch 2 was saved");
 
     // A new process: a freshly initialized model goes on from the saved state.
@@ -574,7 +579,19 @@ fn a_stopped_run_resumes_where_it_was_and_ends_as_an_uninterrupted_one() {
 }
 
 #[test]
-fn a_saved_state_of_other_settings_is_refused_and_early_stopping_saves_none() {
+fn a_stopped_run_resumes_where_it_was_and_ends_as_an_uninterrupted_one() {
+    stopped_and_resumed_ends_as_uninterrupted(|| {
+        LeNet5::new(&Cpu::default(), LeNet5Config::default(), 7)
+    });
+}
+
+#[test]
+fn a_stopped_run_with_batch_norm_resumes_with_its_running_averages() {
+    stopped_and_resumed_ends_as_uninterrupted(|| BnNet::new(7));
+}
+
+#[test]
+fn a_saved_state_of_other_settings_is_refused_and_early_stopping_ignores_it() {
     let (train, validation) = small_split();
     let dir = tempfile::tempdir().unwrap();
     let config = TrainConfig {
@@ -582,7 +599,8 @@ fn a_saved_state_of_other_settings_is_refused_and_early_stopping_saves_none() {
         ..resumable_config()
     };
     let state = state_for(dir.path(), RunKey::new().with("train.epochs", 1));
-    let mut model = LeNet5::new(&Cpu::default(), LeNet5Config::default(), 7);
+    let fresh = || LeNet5::new(&Cpu::default(), LeNet5Config::default(), 7);
+    let mut model = fresh();
     training::fit_resumable(
         &mut model,
         &[&train],
@@ -593,34 +611,71 @@ fn a_saved_state_of_other_settings_is_refused_and_early_stopping_saves_none() {
     )
     .unwrap();
     let saved = std::fs::read(&state.path).unwrap();
+    let refusal = |state: &SavedState, config: &TrainConfig| {
+        let mut model = fresh();
+        let untouched = values(&model);
+        let error = training::fit_resumable(
+            &mut model,
+            &[&train],
+            Some(&validation),
+            config,
+            &mut Silent,
+            state,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(values(&model), untouched, "the model is left as it was");
+        error
+    };
 
+    // Another key: refused, naming the setting.
     let other = state_for(dir.path(), RunKey::new().with("train.epochs", 2));
-    let error = training::fit_resumable(
-        &mut model,
-        &[&train],
-        Some(&validation),
+    let error = refusal(
+        &other,
         &TrainConfig {
             epochs: 2,
             ..config.clone()
         },
-        &mut Silent,
-        &other,
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(
         error.contains("state.safetensors")
-            && error.contains("train.epochs: 1 in the stored results, 2 now"),
+            && error.contains("train.epochs: 1 in the saved state, 2 now")
+            && error.contains("Delete it"),
+        "{error}"
+    );
+    // The same key but other training settings (a key that leaves them out): refused too.
+    let error = refusal(
+        &state,
+        &TrainConfig {
+            learning_rate: 1e-4,
+            ..config.clone()
+        },
+    );
+    assert!(
+        error.contains("train.learning_rate: 0.002 in the saved state, 0.0001 now"),
         "{error}"
     );
     assert_eq!(std::fs::read(&state.path).unwrap(), saved, "left as it was");
 
-    let stopping_dir = tempfile::tempdir().unwrap();
-    let stopping = state_for(stopping_dir.path(), RunKey::new());
+    // Early stopping neither resumes from a state nor saves one.
     let with_stopping = TrainConfig {
         early_stopping: Some(EarlyStopping::new(1)),
         ..config
     };
+    let mut model = fresh();
+    let history = training::fit_resumable(
+        &mut model,
+        &[&train],
+        Some(&validation),
+        &with_stopping,
+        &mut Silent,
+        &state,
+    )
+    .unwrap();
+    assert!(history.resumed_after_epochs.is_empty());
+    assert_eq!(std::fs::read(&state.path).unwrap(), saved, "left as it was");
+    let stopping_dir = tempfile::tempdir().unwrap();
+    let stopping = state_for(stopping_dir.path(), RunKey::new());
     training::fit_resumable(
         &mut model,
         &[&train],

@@ -546,3 +546,61 @@ fn resnet50_results_above_32_from_the_flattening_head_are_refused() {
     let vgg = key(Architecture::Vgg16, 64).differences(&key(Architecture::Vgg16, 32));
     assert_eq!(vgg.len(), 1, "{vgg:?}");
 }
+
+#[test]
+fn a_foreign_training_state_is_refused_before_any_work_and_a_finished_runs_leftover_is_removed() {
+    use fashion_mnist::resume::RunKey;
+    use fashion_mnist::training::checkpoint::{save_training_state, TrainingProgress};
+    use fashion_mnist::training::{Adam, Silent};
+    use fashion_mnist::transfer::{
+        result_file_name, run_or_reuse, training_state_file_name, Preprocessing, TransferConfig,
+        WeightsInfo,
+    };
+    let (train, _) = real_images(60, 0);
+    let backbone = LoadedBackbone::random(Architecture::Vgg16, 0);
+    let info = WeightsInfo::random(0);
+    let mut config = TransferConfig::walkthrough(Architecture::Vgg16, Preprocessing::Caffe);
+    config.head.epochs = 1;
+    let inputs = TransferInputs {
+        train_set: &train,
+        test_set: None,
+        backbone: &backbone,
+        weights: &info,
+        cache_dir: None,
+        device: &Cpu::default(),
+    };
+    let out = tempfile::tempdir().unwrap();
+    let state_path = out.path().join(training_state_file_name(&config));
+    let results_path = out.path().join(result_file_name(&config));
+
+    // The state of some other run where this run's would be.
+    let other = fashion_mnist::models::LeNet5::new(&Cpu::default(), Default::default(), 0);
+    let progress = TrainingProgress {
+        key: RunKey::new().with("other_run", true),
+        epochs_done: 1,
+        optimizer_steps: 0,
+        history: Default::default(),
+        first_loss: None,
+        train: None,
+    };
+    save_training_state(&state_path, &other, &Adam::new(1e-3), &progress).unwrap();
+    let error = run_or_reuse(out.path(), &inputs, &config, &mut Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&training_state_file_name(&config))
+            && error.contains("other_run: true in the saved state, (absent) now")
+            && error.contains("Delete it"),
+        "{error}"
+    );
+    assert!(!results_path.exists(), "nothing ran");
+
+    std::fs::remove_file(&state_path).unwrap();
+    run_or_reuse(out.path(), &inputs, &config, &mut Silent).unwrap();
+    assert!(results_path.is_file() && !state_path.exists());
+    // A state left by a run stopped between saving its results and removing it goes when the
+    // results are reused.
+    std::fs::write(&state_path, b"left over").unwrap();
+    run_or_reuse(out.path(), &inputs, &config, &mut Silent).unwrap();
+    assert!(!state_path.exists());
+}

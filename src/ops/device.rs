@@ -89,7 +89,10 @@ pub trait ModelDevice: Device<f32> + 'static {
 
     /// Overwrites a buffer of this device (e.g. an optimizer's moment) with `values` from the
     /// host (a resumed run's saved state); `values` has the buffer's length.
-    fn write_from_host(buffer: &mut <Self as Storage<f32>>::Vec, values: &[f32]);
+    fn write_from_host(
+        buffer: &mut <Self as Storage<f32>>::Vec,
+        values: &[f32],
+    ) -> Result<(), String>;
 
     /// The device in words, for logs and result files.
     fn describe(&self) -> String;
@@ -216,8 +219,12 @@ impl ModelDevice for Cpu {
         Cpu::seed_from_u64(seed)
     }
 
-    fn write_from_host(buffer: &mut <Self as Storage<f32>>::Vec, values: &[f32]) {
+    fn write_from_host(
+        buffer: &mut <Self as Storage<f32>>::Vec,
+        values: &[f32],
+    ) -> Result<(), String> {
         buffer.copy_from_slice(values);
+        Ok(())
     }
 
     fn describe(&self) -> String {
@@ -239,11 +246,14 @@ impl ModelDevice for Cuda {
         self.clone()
     }
 
-    fn write_from_host(buffer: &mut <Self as Storage<f32>>::Vec, values: &[f32]) {
+    fn write_from_host(
+        buffer: &mut <Self as Storage<f32>>::Vec,
+        values: &[f32],
+    ) -> Result<(), String> {
         let device = buffer.device();
         device
             .htod_sync_copy_into(values, &mut **buffer)
-            .expect("copying a resumed run's state to the GPU");
+            .map_err(|e| driver_error_text(&e))
     }
 
     fn describe(&self) -> String {

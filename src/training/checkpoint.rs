@@ -15,7 +15,7 @@ use crate::models::{
 use crate::ops::ModelDevice;
 use crate::resume::RunKey;
 use crate::training::optim::{Adam, ParamMoments};
-use crate::training::History;
+use crate::training::{History, TrainConfig};
 
 /// Format tag stored in every checkpoint's metadata.
 pub const CHECKPOINT_FORMAT: &str = "fashion-mnist/1";
@@ -272,6 +272,9 @@ pub struct TrainingProgress {
     pub history: History,
     /// The run's first batch loss (the reference for an exploding loss).
     pub first_loss: Option<f32>,
+    /// The run's training settings (absent in states saved before they were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<TrainConfig>,
 }
 
 /// Saves a resumable run's state: `model`'s parameters, Adam's moments (as flat tensors) and
@@ -306,17 +309,14 @@ pub fn save_training_state<M: Parameters>(
     write_tensors(path, &collected.0, metadata)
 }
 
-/// Loads the state [`save_training_state`] wrote at `path` into `model` and `optimizer` and
-/// returns where the run was. A state saved under a key other than `key` is refused, naming
-/// the settings that differ.
-pub fn load_training_state<M: Parameters>(
+/// The progress record of the training state read into `bytes`, checked against `key`, with
+/// the file's header.
+fn training_progress(
     path: &Path,
+    bytes: &[u8],
     key: &RunKey,
-    model: &mut M,
-    optimizer: &mut Adam<M::Device>,
-) -> Result<TrainingProgress, TrainError> {
-    let bytes = std::fs::read(path).map_err(|e| checkpoint_error(path, e.to_string()))?;
-    let (data_start, metadata) = read_header(path, &bytes)?;
+) -> Result<(TrainingProgress, usize, Metadata), TrainError> {
+    let (data_start, metadata) = read_header(path, bytes)?;
     let fields = metadata.metadata().clone().unwrap_or_default();
     if fields.get("contents").map(String::as_str) != Some(TRAINING_STATE_CONTENTS) {
         return Err(checkpoint_error(path, "not a saved training state"));
@@ -332,11 +332,63 @@ pub fn load_training_state<M: Parameters>(
         return Err(checkpoint_error(
             path,
             format!(
-                "the saved state of a run with other data or settings ({}); delete it to start this run over, or use another output directory",
-                differences.join("; ")
+                "the saved state of a run with other data or settings ({})",
+                differences
+                    .join("; ")
+                    .replace("in the stored results", "in the saved state")
             ),
         ));
     }
+    Ok((progress, data_start, metadata))
+}
+
+/// What a refused or damaged training state's error adds: what to do about it.
+fn with_advice(error: TrainError) -> TrainError {
+    match error {
+        TrainError::Checkpoint { path, message } => TrainError::Checkpoint {
+            path,
+            message: format!(
+                "{message}. Delete it to start the training over (its earlier epochs are lost), or use another output directory"
+            ),
+        },
+        other => other,
+    }
+}
+
+/// The progress record of the training state at `path`, after checking it was saved under
+/// `key` (None when there is no state): lets a run refuse a foreign state before any work.
+pub fn read_training_progress(
+    path: &Path,
+    key: &RunKey,
+) -> Result<Option<TrainingProgress>, TrainError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(path).map_err(|e| checkpoint_error(path, e.to_string()))?;
+    let (progress, ..) = training_progress(path, &bytes, key).map_err(with_advice)?;
+    Ok(Some(progress))
+}
+
+/// Loads the state [`save_training_state`] wrote at `path` into `model` and `optimizer` and
+/// returns where the run was. A state saved under a key other than `key` is refused, naming
+/// the settings that differ; every error says what to do.
+pub fn load_training_state<M: Parameters>(
+    path: &Path,
+    key: &RunKey,
+    model: &mut M,
+    optimizer: &mut Adam<M::Device>,
+) -> Result<TrainingProgress, TrainError> {
+    load_training_state_here(path, key, model, optimizer).map_err(with_advice)
+}
+
+fn load_training_state_here<M: Parameters>(
+    path: &Path,
+    key: &RunKey,
+    model: &mut M,
+    optimizer: &mut Adam<M::Device>,
+) -> Result<TrainingProgress, TrainError> {
+    let bytes = std::fs::read(path).map_err(|e| checkpoint_error(path, e.to_string()))?;
+    let (progress, data_start, metadata) = training_progress(path, &bytes, key)?;
     let data = &bytes[data_start..];
     let is_moment = |name: &str| name.starts_with(FIRST_MOMENT) || name.starts_with(SECOND_MOMENT);
     fill_model(model, path, &metadata, data, |name| !is_moment(name))?;

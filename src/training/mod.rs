@@ -357,12 +357,15 @@ pub struct SavedState {
 
 /// [`fit_augmented`] that can be stopped and started again: after every epoch it saves the
 /// model, the optimizer and the history to `state.path`; when that file exists, training goes
-/// on from the epoch it holds. Data order and augmentations are replayed from the seed, so they
-/// are those of an uninterrupted run; dropout masks after a restart come from a generator seeded
-/// by the seed and the epoch (a resumed run is not bit-identical to an uninterrupted one where
-/// the model has dropout). With early stopping nothing is saved (its best weights would have to
-/// be saved too) and the run starts over. The file stays after the last epoch; the caller removes
-/// it once the run's results are saved.
+/// on from the epoch it holds. `state.key` must determine the run (data, model, settings): a
+/// state saved under another key is refused, as is one whose training settings or step count
+/// do not fit `config`. Data order and augmentations are replayed from the seed, so they are
+/// those of an uninterrupted run; dropout masks after a restart come from a generator seeded by
+/// the seed and the epoch on the CPU (the GPU's own generator on a GPU), so a resumed run is
+/// not bit-identical to an uninterrupted one where the model has dropout. With early stopping
+/// nothing is saved or resumed (its best weights would have to be saved too). The file stays
+/// after the last epoch; the caller removes it once the run's results are saved. A state that
+/// cannot be saved (a full disk) is reported and training goes on.
 pub fn fit_resumable<M: ImageClassifier>(
     model: &mut M,
     train_variants: &[&Prepared],
@@ -403,6 +406,51 @@ fn draw_epoch(
         None => Vec::new(),
     };
     (variant_of, transforms)
+}
+
+/// Refuses a saved state that does not fit the run about to go on from it (its key should
+/// have told already; this also guards callers whose key leaves settings out).
+fn check_resumable(
+    path: &std::path::Path,
+    saved: &checkpoint::TrainingProgress,
+    config: &TrainConfig,
+    steps: usize,
+) -> Result<(), TrainError> {
+    let refuse = |message: String| {
+        Err(TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!(
+                "{message}. Delete it to start the training over, or use another output directory"
+            ),
+        })
+    };
+    if let Some(train) = &saved.train {
+        let differences = RunKey::new()
+            .with("train", config)
+            .differences(&RunKey::new().with("train", train));
+        if !differences.is_empty() {
+            return refuse(format!(
+                "saved by a run with other training settings ({})",
+                differences
+                    .join("; ")
+                    .replace("in the stored results", "in the saved state")
+            ));
+        }
+    }
+    let expected_steps = saved.epochs_done * steps;
+    if saved.epochs_done > config.epochs
+        || saved.history.epochs.len() != saved.epochs_done
+        || usize::try_from(saved.optimizer_steps).ok() != Some(expected_steps)
+    {
+        return refuse(format!(
+            "holds {} epochs ({} records, {} optimizer steps) where this run has {} epochs of {steps} steps",
+            saved.epochs_done,
+            saved.history.epochs.len(),
+            saved.optimizer_steps,
+            config.epochs
+        ));
+    }
+    Ok(())
 }
 
 /// The dropout seed of a run restarted after `epochs_done` epochs.
@@ -459,6 +507,9 @@ fn fit_here<M: ImageClassifier>(
     let mut first_loss: Option<f32> = None;
     let mut epochs_done = 0;
     if let Some(state) = state.filter(|s| s.path.exists()) {
+        if let Some(saved) = checkpoint::read_training_progress(&state.path, &state.key)? {
+            check_resumable(&state.path, &saved, config, steps)?;
+        }
         let saved =
             checkpoint::load_training_state(&state.path, &state.key, model, &mut optimizer)?;
         progress.on_message(&format!(
@@ -562,8 +613,15 @@ fn fit_here<M: ImageClassifier>(
                 optimizer_steps: optimizer.steps(),
                 history: history.clone(),
                 first_loss,
+                train: Some(config.clone()),
             };
-            checkpoint::save_training_state(&state.path, model, &optimizer, &saved)?;
+            // The run itself is fine: a restart would go on from the last state saved.
+            if let Err(e) = checkpoint::save_training_state(&state.path, model, &optimizer, &saved)
+            {
+                progress.on_message(&format!(
+                    "warning: the state after epoch {epoch} could not be saved ({e}); training goes on"
+                ));
+            }
         }
         progress.on_epoch_end(&record);
         if stopper.after_epoch(config, &record, || model.clone(), &mut history) {

@@ -137,9 +137,12 @@ impl<D: ModelDevice> ParamVisitor<D> for RestoreMoments<'_, D> {
             (&mut self.adam.moment1, &saved.first),
             (&mut self.adam.moment2, &saved.second),
         ] {
-            match moments.get_or_alloc_mut(p) {
+            let written = match moments.get_or_alloc_mut(p) {
                 Ok(buffer) => D::write_from_host(buffer, values),
-                Err(e) => self.problems.push(format!("{name}: {e:?}")),
+                Err(e) => Err(format!("{e:?}")),
+            };
+            if let Err(e) = written {
+                self.problems.push(format!("{name}: {e}"));
             }
         }
         Ok(())

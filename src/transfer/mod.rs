@@ -498,7 +498,7 @@ fn run_transfer_keyed<D: ModelDevice>(
 ) -> Result<TransferOutcome, TrainError> {
     let state = state_path.map(|path| SavedState {
         path,
-        key: key.clone().with("stage", "fine-tuning"),
+        key: fine_tuning_key(&key),
     });
     let state = state.as_ref();
     let TransferInputs {
@@ -745,11 +745,26 @@ fn run_transfer_keyed<D: ModelDevice>(
         head_summary,
         head: head_outcome,
         recompute_epoch_seconds,
+        // A fine-tuning resumed from its saved state also took its earlier epochs' time.
+        wall_seconds: started.elapsed().as_secs_f64()
+            + fine_tune
+                .as_ref()
+                .map_or(0.0, |f| earlier_epochs_seconds(&f.history)),
         fine_tune,
-        wall_seconds: started.elapsed().as_secs_f64(),
         device: device.describe(),
         run_key: key,
     })
+}
+
+/// Seconds of the epochs a resumed training ran in earlier invocations (0 when not resumed).
+fn earlier_epochs_seconds(history: &History) -> f64 {
+    let resumed_after = history.resumed_after_epochs.last().copied().unwrap_or(0);
+    history
+        .epochs
+        .iter()
+        .filter(|e| e.epoch <= resumed_after)
+        .map(|e| e.seconds)
+        .sum()
 }
 
 /// One row per run and stage: scores, sizes and timings.
@@ -831,6 +846,11 @@ pub fn training_state_file_name(config: &TransferConfig) -> String {
     format!("{stem}.training-state.safetensors")
 }
 
+/// The key of a run's fine-tuning state: the run's, marked as that stage.
+fn fine_tuning_key(run: &RunKey) -> RunKey {
+    run.clone().with("stage", "fine-tuning")
+}
+
 /// What determines a transfer run's results: the exact images, the settings, the weights, the
 /// device and the library version.
 pub fn run_key<D: ModelDevice>(inputs: &TransferInputs<'_, D>, config: &TransferConfig) -> RunKey {
@@ -885,17 +905,28 @@ pub fn run_or_reuse<D: ModelDevice>(
     let weights = inputs.weights;
     let path = out_dir.join(result_file_name(config));
     let key = run_key(inputs, config);
+    let state_path = out_dir.join(training_state_file_name(config));
     if let Some(outcome) = previous_outcome(&path, &key, progress)? {
         progress.on_message(&format!(
             "{}: results of an earlier run, {}",
             outcome.label,
             path.display()
         ));
+        // Left by a run stopped between saving its results and removing its state.
+        if state_path.exists() {
+            if let Err(e) = std::fs::remove_file(&state_path) {
+                progress.on_message(&format!(
+                    "warning: {} (a finished run's training state) cannot be removed: {e}",
+                    state_path.display()
+                ));
+            }
+        }
         return Ok(outcome);
     }
     progress.on_message(&format!("== {}", run_label(config, weights)));
+    // A state of other settings is refused now, before features and the head are computed.
+    training::checkpoint::read_training_progress(&state_path, &fine_tuning_key(&key))?;
     std::fs::create_dir_all(out_dir).map_err(|e| crate::error::DataError::io(out_dir, e))?;
-    let state_path = out_dir.join(training_state_file_name(config));
     let outcome = run_transfer_keyed(inputs, config, key, Some(state_path.clone()), progress)?;
     let json = serde_json::to_string_pretty(&outcome).expect("plain data");
     crate::fsutil::write_bytes_atomically(&path, json.as_bytes())?;
