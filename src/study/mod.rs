@@ -183,7 +183,7 @@ impl StudyPreset {
     /// Rough minutes each stage of this preset takes on 2 CPU cores (AVX2), in [`STAGES`]
     /// order, for the ETA (0 for a stage the preset skips).
     pub fn stage_minutes(&self) -> Vec<f64> {
-        self.minutes_of_stages(|_| false, |_| false)
+        self.minutes_of_stages(|_| false, |_| false, |_| 0)
     }
 
     /// [`Self::stage_minutes`] for a study resumed in `out`: 0 for a stage that left a record
@@ -192,12 +192,13 @@ impl StudyPreset {
     /// estimate need not check keys; a record that cannot be read is run again, taking longer
     /// than estimated here.
     pub fn stage_minutes_left(&self, out: &Path) -> Vec<f64> {
+        let folder = out.join("vgg16_beyond");
         self.minutes_of_stages(
             |stage| records::stage_file(out, stage).is_file(),
+            |run| folder.join(transfer::result_file_name(run)).is_file(),
             |run| {
-                out.join("vgg16_beyond")
-                    .join(transfer::result_file_name(run))
-                    .is_file()
+                checkpoint::saved_epochs(&folder.join(transfer::training_state_file_name(run)))
+                    .unwrap_or(0)
             },
         )
     }
@@ -220,6 +221,7 @@ impl StudyPreset {
         &self,
         stage_done: impl Fn(&str) -> bool,
         beyond_run_done: impl Fn(&TransferConfig) -> bool,
+        beyond_epochs_saved: impl Fn(&TransferConfig) -> usize,
     ) -> Vec<f64> {
         let scale = if self.train_limit.is_some() {
             0.05
@@ -239,7 +241,7 @@ impl StudyPreset {
                 "modern_cnn" => {
                     full(name) * self.modern_cnn_epochs as f64 / MODERN_CNN_FULL_EPOCHS as f64
                 }
-                "vgg16_beyond" => self.vgg16_beyond_minutes(&beyond_run_done),
+                "vgg16_beyond" => self.vgg16_beyond_minutes(&beyond_run_done, &beyond_epochs_saved),
                 "comparison" => 0.1,
                 _ => full(name),
             })
@@ -252,8 +254,13 @@ impl StudyPreset {
     /// ~100 evaluating at 32x32, cost growing with the pixel count; ~7 min of head training per
     /// 60,000 images.
     /// Runs for which `done` holds are left out, and so is the extraction of their features
-    /// (assumed still in the feature cache).
-    fn vgg16_beyond_minutes(&self, done: &dyn Fn(&TransferConfig) -> bool) -> f64 {
+    /// (assumed still in the feature cache); so are the fine-tuning epochs `epochs_saved` says
+    /// a run's saved training state holds.
+    fn vgg16_beyond_minutes(
+        &self,
+        done: &dyn Fn(&TransferConfig) -> bool,
+        epochs_saved: &dyn Fn(&TransferConfig) -> usize,
+    ) -> f64 {
         let Some(stage) = self.vgg16_beyond() else {
             return 0.0;
         };
@@ -271,7 +278,7 @@ impl StudyPreset {
             }
             seconds += 7.0 * 60.0 * images / 60_000.0;
             if let Some(ft) = &run.fine_tune {
-                let epochs = ft.epochs as f64;
+                let epochs = ft.epochs.saturating_sub(epochs_saved(run)) as f64;
                 let (train, validation) = (images * 0.8, images * 0.2);
                 seconds += pixels * (epochs * train / 48.0 + (epochs * validation + test) / 100.0);
             }
@@ -978,6 +985,45 @@ mod tests {
                 .sum()
         };
         assert_eq!(others(&left), others(&all));
+        // A training state with 1 of the 64x64 end-to-end run's 2 epochs: about half of that
+        // run's training is left.
+        let e2e_64 = runs
+            .iter()
+            .find(|r| r.side == 64 && r.fine_tune.is_some())
+            .unwrap();
+        assert_eq!(e2e_64.fine_tune.as_ref().unwrap().epochs, 2);
+        let state = out
+            .path()
+            .join("vgg16_beyond")
+            .join(transfer::training_state_file_name(e2e_64));
+        std::fs::write(&state, "damaged").unwrap();
+        assert_eq!(
+            extended.stage_minutes_left(out.path())[beyond],
+            left[beyond]
+        );
+        let model =
+            crate::models::LeNet5::new(&dfdx::prelude::Cpu::default(), Default::default(), 0);
+        let progress = checkpoint::TrainingProgress {
+            key: crate::resume::RunKey::new(),
+            epochs_done: 1,
+            optimizer_steps: 0,
+            history: Default::default(),
+            first_loss: None,
+            train: None,
+        };
+        checkpoint::save_training_state(
+            &state,
+            &model,
+            &crate::training::Adam::new(1e-3),
+            &progress,
+        )
+        .unwrap();
+        let with_state = extended.stage_minutes_left(out.path())[beyond];
+        assert!(
+            with_state < left[beyond] - 20.0 && with_state > 0.3 * left[beyond],
+            "{with_state} of {}",
+            left[beyond]
+        );
         let partly = extended.stages_partly_done(out.path());
         assert!(partly[beyond], "a run of the stage left its results");
         assert!(!partly[lenet5], "finished");

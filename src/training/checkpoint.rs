@@ -355,6 +355,25 @@ fn with_advice(error: TrainError) -> TrainError {
     }
 }
 
+/// How many epochs the training state at `path` holds, reading only its header and checking
+/// nothing else (for estimates; None when there is no readable state).
+pub fn saved_epochs(path: &Path) -> Option<usize> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length).ok()?;
+    let length = usize::try_from(u64::from_le_bytes(length)).ok()?;
+    if length > 100_000_000 {
+        return None;
+    }
+    let mut header = vec![0u8; length];
+    file.read_exact(&mut header).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    let progress = header.get("__metadata__")?.get("progress")?.as_str()?;
+    let progress: serde_json::Value = serde_json::from_str(progress).ok()?;
+    usize::try_from(progress.get("epochs_done")?.as_u64()?).ok()
+}
+
 /// The progress record of the training state at `path`, after checking it was saved under
 /// `key` (None when there is no state): lets a run refuse a foreign state before any work.
 pub fn read_training_progress(
