@@ -171,7 +171,7 @@ fn intro(results: &StudyResults) -> String {
     let stages_seconds = results.data.wall_seconds
         + results.lenet5.wall_seconds
         + results.tuning.wall_seconds
-        + results.cross_validation.wall_seconds
+        + results.cross_validation.seconds_with_resumed_folds()
         + results.modern_cnn.as_ref().map_or(0.0, |r| r.wall_seconds)
         + results.vgg16.seconds_with_resumed_runs()
         + results.resnet50.seconds_with_resumed_runs()
@@ -251,7 +251,7 @@ fn cv_text(results: &StudyResults) -> String {
         cv.accuracy_std,
         cv.loss_mean,
         cv.loss_std,
-        minutes(results.cross_validation.wall_seconds)
+        minutes(results.cross_validation.seconds_with_resumed_folds())
     )
 }
 

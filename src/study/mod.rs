@@ -335,7 +335,7 @@ impl StudyResults {
         comparison::compare(&ComparisonInputs {
             lenet5: &self.lenet5.results,
             cv: &self.cross_validation.results,
-            cv_seconds: self.cross_validation.wall_seconds,
+            cv_seconds: self.cross_validation.seconds_with_resumed_folds(),
             tuned_units: self.tuning.results.best_units,
             modern_cnn: self.modern_cnn.as_ref().map(|r| &r.results),
             transfer: self.transfer_runs().collect(),
@@ -840,6 +840,16 @@ impl StageRecord<Vec<TransferOutcome>> {
     }
 }
 
+impl StageRecord<CvSummary> {
+    /// The stage's time with every fold counted: folds reused from the folds file (an
+    /// interrupted stage resumed) count the time they took then. Folds train one after another,
+    /// so this is the larger of the stage's wall time and the sum of its folds'.
+    pub fn seconds_with_resumed_folds(&self) -> f64 {
+        let folds: f64 = self.results.folds.iter().map(|fold| fold.seconds).sum();
+        self.wall_seconds.max(folds)
+    }
+}
+
 impl<T> StageRecord<T> {
     /// stage, device, version, seed, start, wall time.
     fn summary_row(&self) -> Vec<String> {
@@ -871,7 +881,11 @@ pub fn stages_table(results: &StudyResults) -> Table {
     table.push(results.data.summary_row());
     table.push(results.lenet5.summary_row());
     table.push(results.tuning.summary_row());
-    table.push(results.cross_validation.summary_row());
+    table.push(
+        results
+            .cross_validation
+            .summary_row_taking(results.cross_validation.seconds_with_resumed_folds()),
+    );
     if let Some(record) = &results.modern_cnn {
         table.push(record.summary_row());
     }
@@ -923,6 +937,48 @@ mod tests {
         assert!(!text.contains("CNN B"), "{text}");
         let text = verdict(&rows[1..]);
         assert!(text.contains("training from scratch wins"), "{text}");
+    }
+
+    #[test]
+    fn a_resumed_cross_validation_counts_the_folds_of_earlier_invocations() {
+        let fold = |n: usize, seconds: f64| crate::cross_validation::FoldRecord {
+            fold: n,
+            train_images: 8,
+            validation_images: 2,
+            config: crate::cross_validation::CvConfig {
+                folds: 3,
+                seed: 42,
+                stratified: true,
+                model: Default::default(),
+                train: Default::default(),
+            },
+            history: Default::default(),
+            val_accuracy: 0.9,
+            val_loss: 0.3,
+            seconds,
+        };
+        let record = |wall_seconds: f64| StageRecord {
+            stage: "cross_validation".into(),
+            config: serde_json::Value::Null,
+            seed: 42,
+            version: String::new(),
+            device: "cpu".into(),
+            started_unix: 0,
+            wall_seconds,
+            run_key: Default::default(),
+            artifacts: Vec::new(),
+            results: CvSummary {
+                folds: vec![fold(1, 100.0), fold(2, 110.0), fold(3, 120.0)],
+                accuracy_mean: 0.9,
+                accuracy_std: 0.0,
+                loss_mean: 0.3,
+                loss_std: 0.0,
+            },
+        };
+        // Folds 1 and 2 came from an earlier invocation; this one trained fold 3 only.
+        assert_eq!(record(125.0).seconds_with_resumed_folds(), 330.0);
+        // One invocation did everything: its wall time also covers splitting and scoring.
+        assert_eq!(record(345.0).seconds_with_resumed_folds(), 345.0);
     }
 
     #[test]
