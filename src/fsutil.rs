@@ -55,6 +55,13 @@ pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> DataResult<()> {
     write_atomically(path, |out| out.write_all(bytes))
 }
 
+/// Whether `name` is one of our temporary files: the prefix and tempfile's 6 random letters or
+/// digits, nothing else (a user's `.partial-notes.txt` is left alone).
+fn is_partial_name(name: &str) -> bool {
+    name.strip_prefix(PARTIAL_PREFIX)
+        .is_some_and(|rest| rest.len() == 6 && rest.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
 /// Removes the temporary files of atomic writes in `dir` that nothing has written for `age`
 /// (a killed run leaves them behind; a training state's is hundreds of MB) and says so on
 /// stderr. Best effort: what cannot be read or removed is left as it is. Returns the paths removed.
@@ -64,11 +71,7 @@ pub fn remove_stale_partials(dir: &Path, age: Duration) -> Vec<std::path::PathBu
     };
     let mut removed = Vec::new();
     for entry in entries.flatten() {
-        if !entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(PARTIAL_PREFIX)
-        {
+        if !is_partial_name(&entry.file_name().to_string_lossy()) {
             continue;
         }
         let Ok(meta) = entry.metadata() else { continue };
@@ -112,12 +115,14 @@ mod tests {
         let stale = partial_file(dir.path(), ".partial-AbC123", hour);
         let live = partial_file(dir.path(), ".partial-XyZ789", Duration::from_secs(5));
         let foreign = partial_file(dir.path(), "notes.partial-1", hour);
+        let users = partial_file(dir.path(), ".partial-notes.txt", hour);
 
         write_bytes_atomically(&dir.path().join("result.json"), b"{}").unwrap();
 
         assert!(!stale.exists(), "a stale temporary file stays");
         assert!(live.exists(), "a temporary file being written was removed");
         assert!(foreign.exists(), "a file of another name was removed");
+        assert!(users.exists(), "a user's file with the prefix was removed");
         assert_eq!(
             std::fs::read(dir.path().join("result.json")).unwrap(),
             b"{}"
@@ -125,7 +130,7 @@ mod tests {
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|name| name.starts_with(PARTIAL_PREFIX))
+            .filter(|name| is_partial_name(name))
             .collect();
         assert_eq!(left, vec![".partial-XyZ789".to_string()]);
     }
