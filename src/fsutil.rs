@@ -8,11 +8,11 @@ use std::time::Duration;
 use crate::error::{DataError, DataResult};
 
 /// Name prefix of the temporary files that atomic writes rename into place.
-pub const PARTIAL_PREFIX: &str = ".partial-";
+const PARTIAL_PREFIX: &str = ".partial-";
 
 /// A temporary file untouched this long belongs to no live write (the largest we write, a
 /// training state, takes seconds), so it was left by a process stopped while saving.
-pub const STALE_PARTIAL_AGE: Duration = Duration::from_secs(15 * 60);
+const STALE_PARTIAL_AGE: Duration = Duration::from_secs(15 * 60);
 
 /// Creates `path` atomically from what `fill` writes.
 pub fn write_atomically(
@@ -64,12 +64,11 @@ fn is_partial_name(name: &str) -> bool {
 
 /// Removes the temporary files of atomic writes in `dir` that nothing has written for `age`
 /// (a killed run leaves them behind; a training state's is hundreds of MB) and says so on
-/// stderr. Best effort: what cannot be read or removed is left as it is. Returns the paths removed.
-pub fn remove_stale_partials(dir: &Path, age: Duration) -> Vec<std::path::PathBuf> {
+/// stderr. Best effort: what cannot be read or removed is left as it is.
+fn remove_stale_partials(dir: &Path, age: Duration) {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
+        return;
     };
-    let mut removed = Vec::new();
     for entry in entries.flatten() {
         if !is_partial_name(&entry.file_name().to_string_lossy()) {
             continue;
@@ -89,10 +88,8 @@ pub fn remove_stale_partials(dir: &Path, age: Duration) -> Vec<std::path::PathBu
                 path.display(),
                 meta.len() as f64 / 1e6
             );
-            removed.push(path);
         }
     }
-    removed
 }
 
 #[cfg(test)]

@@ -835,8 +835,7 @@ impl StageRecord<Vec<TransferOutcome>> {
     /// interrupted stage resumed) counts the time it took then. The larger of the stage's wall
     /// time (this invocation's, which also covers reading and scoring) and the sum of its runs'.
     pub fn seconds_with_resumed_runs(&self) -> f64 {
-        let runs: f64 = self.results.iter().map(|run| run.wall_seconds).sum();
-        self.wall_seconds.max(runs)
+        self.seconds_with_parts(self.results.iter().map(|run| run.wall_seconds))
     }
 }
 
@@ -845,12 +844,17 @@ impl StageRecord<CvSummary> {
     /// interrupted stage resumed) count the time they took then. Folds train one after another,
     /// so this is the larger of the stage's wall time and the sum of its folds'.
     pub fn seconds_with_resumed_folds(&self) -> f64 {
-        let folds: f64 = self.results.folds.iter().map(|fold| fold.seconds).sum();
-        self.wall_seconds.max(folds)
+        self.seconds_with_parts(self.results.folds.iter().map(|fold| fold.seconds))
     }
 }
 
 impl<T> StageRecord<T> {
+    /// The larger of this invocation's wall time and the sum of the stage's parts, which run
+    /// one after another and keep their own times when an interrupted stage resumes.
+    fn seconds_with_parts(&self, part_seconds: impl Iterator<Item = f64>) -> f64 {
+        self.wall_seconds.max(part_seconds.sum())
+    }
+
     /// stage, device, version, seed, start, wall time.
     fn summary_row(&self) -> Vec<String> {
         self.summary_row_taking(self.wall_seconds)
