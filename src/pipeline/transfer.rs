@@ -185,12 +185,13 @@ impl TransferStage {
     }
 
     /// VGG-16 the way a practitioner would use it, beyond the walkthrough's runs (all on caffe
-    /// input): with `larger_side` > 32, the head on frozen features at that size; with
-    /// `end_to_end_epochs` > 0, the whole network fine-tuned end to end after the head, at 32x32
-    /// and (with a larger side) at the larger size. Empty when both are off.
+    /// input): with `larger_side` > 32, the head on frozen features at that size; the whole
+    /// network fine-tuned end to end after the head for `end_to_end_epochs` at 32x32 and
+    /// `larger_end_to_end_epochs` at the larger size (0: not that run). Empty when all are off.
     pub fn vgg16_beyond(
         larger_side: usize,
         end_to_end_epochs: usize,
+        larger_end_to_end_epochs: usize,
         head_epochs: usize,
         limit: Option<usize>,
         seed: u64,
@@ -207,13 +208,14 @@ impl TransferStage {
         };
         let larger = (larger_side > 32).then_some(larger_side);
         let mut runs: Vec<TransferConfig> = larger.into_iter().map(at).collect();
-        if end_to_end_epochs > 0 {
-            for side in std::iter::once(32).chain(larger) {
-                runs.push(TransferConfig {
-                    fine_tune: Some(FineTuneConfig::end_to_end(end_to_end_epochs)),
-                    ..at(side)
-                });
-            }
+        let end_to_end = std::iter::once((32, end_to_end_epochs))
+            .chain(larger.map(|side| (side, larger_end_to_end_epochs)))
+            .filter(|&(_, epochs)| epochs > 0);
+        for (side, epochs) in end_to_end {
+            runs.push(TransferConfig {
+                fine_tune: Some(FineTuneConfig::end_to_end(epochs)),
+                ..at(side)
+            });
         }
         TransferStage {
             runs,
