@@ -147,10 +147,11 @@ modern_cnn_confusion(&results).expect("chart")
 //   trained state), with a small peak learning rate (1e-4, Adam, cosine schedule with 10% warm-up,
 //   batches of 64, mirrored images), so the ImageNet filters adapt instead of being overwritten.
 //   All 14.7 million backbone weights now get gradients: one epoch at 32x32 is about 45 trillion
-//   multiply-adds, roughly 25 minutes on 2 AVX2 cores (4x that at 64x64).
+//   multiply-adds, about 18-22 minutes on 2 AVX2 cores and 9-11 on 2 AVX-512 cores (4x that at 64x64).
 //
 // That is too slow to run inside a notebook cell, so `fashion-mnist report --extended` runs this
-// grid (frozen, block 5, end to end; 32x32 and 64x64) and this notebook shows its results. In
+// grid (frozen at 32x32 and 64x64, block 5 at 32x32, end to end for 2 epochs at 32x32 and 5 at
+// 64x64) and this notebook shows its results. In
 // quick mode the new runs use 300 images and one epoch (the walkthrough's cells 1,000 images; each
 // cell then says how many): the mechanics, not the answer.
 // Each cell: test accuracy, validation accuracy in brackets, and the run's wall time.

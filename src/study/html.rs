@@ -12,7 +12,7 @@ use crate::pipeline::modern_cnn::ModernCnnStage;
 use crate::plots;
 use crate::report::Table;
 use crate::training::LearningRateSchedule;
-use crate::transfer::{self, TransferOutcome};
+use crate::transfer::{self, FineTuneConfig, TransferOutcome};
 use crate::tuning::{Objective, TuningResults};
 
 #[derive(Serialize)]
@@ -62,16 +62,16 @@ struct Vgg16GridSection {
 
 /// How the grid's runs were made, from the end-to-end runs' own settings.
 fn vgg16_grid_intro(results: &StudyResults) -> String {
-    let end_to_end = results
+    let end_to_end: Vec<(usize, &FineTuneConfig)> = results
         .transfer_runs()
-        .filter_map(|o| o.config.fine_tune.as_ref())
-        .find(|ft| ft.is_end_to_end());
-    let recipe = end_to_end.map_or(String::new(), |ft| {
+        .filter_map(|o| o.config.fine_tune.as_ref().map(|ft| (o.config.side, ft)))
+        .filter(|(_, ft)| ft.is_end_to_end())
+        .collect();
+    let recipe = end_to_end.first().map_or(String::new(), |&(_, ft)| {
         let schedule = schedule_text(ft.schedule, ft.learning_rate);
         format!(
-            " Fine-tuning end to end trains every block together with the head (which starts from its trained state) for {} epoch{}: Adam, {schedule}, batches of {}{}; the last epoch is scored.",
-            ft.epochs,
-            if ft.epochs == 1 { "" } else { "s" },
+            " Fine-tuning end to end trains every block together with the head (which starts from its trained state) for {}: Adam, {schedule}, batches of {}{}; the last epoch is scored.",
+            end_to_end_epochs_text(&end_to_end),
             ft.batch_size.map_or("the head's size".into(), |b| b.to_string()),
             if ft.mirror { ", mirrored images" } else { "" }
         )
@@ -79,6 +79,30 @@ fn vgg16_grid_intro(results: &StudyResults) -> String {
     format!(
         "The walkthrough trains a head on frozen 32x32 features, and our block-5 run unfreezes only the last block. A practitioner would also try a larger input (the 28x28 images resized to 64x64, so the backbone's five poolings keep 2x2 positions instead of 1x1) and fine-tuning the whole network.{recipe} Each cell: test accuracy, validation accuracy in brackets, the run's wall time (feature extraction, head and fine-tuning; features found in the cache are not recomputed)."
     )
+}
+
+/// The end-to-end runs' epochs in words: "2 epochs" when all runs agree, else per input side
+/// ("2 epochs at 32x32, 5 at 64x64").
+fn end_to_end_epochs_text(runs: &[(usize, &FineTuneConfig)]) -> String {
+    let epochs = |n: usize| format!("{n} epoch{}", if n == 1 { "" } else { "s" });
+    match runs {
+        [(_, first), rest @ ..] if rest.iter().all(|(_, ft)| ft.epochs == first.epochs) => {
+            epochs(first.epochs)
+        }
+        _ => runs
+            .iter()
+            .enumerate()
+            .map(|(i, (side, ft))| {
+                let count = if i == 0 {
+                    epochs(ft.epochs)
+                } else {
+                    ft.epochs.to_string()
+                };
+                format!("{count} at {side}x{side}")
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }
 
 /// A learning-rate schedule in words, e.g. "a cosine schedule (peak 0.003, 10% linear warm-up)".
@@ -333,4 +357,25 @@ pub fn render_html(
         path: "report.html".into(),
         message: format!("rendering the report: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_to_end_epochs_are_named_per_side_only_when_the_runs_differ() {
+        let two = FineTuneConfig::end_to_end(2);
+        let five = FineTuneConfig::end_to_end(5);
+        let one = FineTuneConfig::end_to_end(1);
+        assert_eq!(
+            end_to_end_epochs_text(&[(32, &two), (64, &two)]),
+            "2 epochs"
+        );
+        assert_eq!(end_to_end_epochs_text(&[(64, &one)]), "1 epoch");
+        assert_eq!(
+            end_to_end_epochs_text(&[(32, &two), (64, &five)]),
+            "2 epochs at 32x32, 5 at 64x64"
+        );
+    }
 }
