@@ -650,11 +650,20 @@ pub fn labelled_scatter_panels(
                     6,
                     color.filled(),
                 )))?;
-                chart.draw_series(std::iter::once(Text::new(
-                    point.label.clone(),
-                    (x, point.y),
-                    ("sans-serif", 12).into_font(),
-                )))?;
+                // Labels of points in the right third go to their left, so they are not cut off.
+                let right_third = (x / x_lo).ln() > (x_hi / x_lo).ln() * 2.0 / 3.0;
+                let (h_pos, dx) = if right_third {
+                    (HPos::Right, -9)
+                } else {
+                    (HPos::Left, 9)
+                };
+                let style = ("sans-serif", 12)
+                    .into_font()
+                    .into_text_style(area)
+                    .pos(Pos::new(h_pos, VPos::Center));
+                chart.draw_series(std::iter::once(
+                    EmptyElement::at((x, point.y)) + Text::new(point.label.clone(), (dx, 0), style),
+                ))?;
             }
         }
         Ok(())
