@@ -637,6 +637,9 @@ pub fn labelled_scatter_panels(
                 .x_label_formatter(&|v| compact_number(*v))
                 .y_label_formatter(&|v| format!("{v:.3}"))
                 .draw()?;
+            // Label boxes already placed in this panel (pixels), so a label that would cover
+            // another moves down or up by a line until it is clear.
+            let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
             for (i, point) in points.iter().enumerate() {
                 let Some(&x) = point.xs.get(panel).filter(|x| finite(x)) else {
                     continue;
@@ -657,12 +660,32 @@ pub fn labelled_scatter_panels(
                 } else {
                     (HPos::Left, 9)
                 };
+                let (px, py) = chart.backend_coord(&(x, point.y));
+                // About 7 pixels per character at 12 px.
+                let width = 7 * point.label.chars().count() as i32;
+                let left = if right_third {
+                    px + dx - width
+                } else {
+                    px + dx
+                };
+                let clear = |dy: i32| {
+                    let (top, bottom) = (py + dy - 7, py + dy + 7);
+                    placed.iter().all(|&(l, t, r, b)| {
+                        left + width <= l || r <= left || bottom <= t || b <= top
+                    })
+                };
+                let dy = [0, 14, -14, 28, -28, 42, -42]
+                    .into_iter()
+                    .find(|&dy| clear(dy))
+                    .unwrap_or(0);
+                placed.push((left, py + dy - 7, left + width, py + dy + 7));
                 let style = ("sans-serif", 12)
                     .into_font()
                     .into_text_style(area)
                     .pos(Pos::new(h_pos, VPos::Center));
                 chart.draw_series(std::iter::once(
-                    EmptyElement::at((x, point.y)) + Text::new(point.label.clone(), (dx, 0), style),
+                    EmptyElement::at((x, point.y))
+                        + Text::new(point.label.clone(), (dx, dy), style),
                 ))?;
             }
         }
