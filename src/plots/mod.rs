@@ -661,24 +661,21 @@ pub fn labelled_scatter_panels(
                     (HPos::Left, 9)
                 };
                 let (px, py) = chart.backend_coord(&(x, point.y));
-                // About 7 pixels per character at 12 px.
+                // About 7 pixels per character at 12 px, a line of 14.
                 let width = 7 * point.label.chars().count() as i32;
-                let left = if right_third {
-                    px + dx - width
-                } else {
-                    px + dx
-                };
+                let left = px + dx - if right_third { width } else { 0 };
+                let label_box = |dy: i32| (left, py + dy - 7, left + width, py + dy + 7);
                 let clear = |dy: i32| {
-                    let (top, bottom) = (py + dy - 7, py + dy + 7);
-                    placed.iter().all(|&(l, t, r, b)| {
-                        left + width <= l || r <= left || bottom <= t || b <= top
-                    })
+                    let (left, top, right, bottom) = label_box(dy);
+                    placed
+                        .iter()
+                        .all(|&(l, t, r, b)| right <= l || r <= left || bottom <= t || b <= top)
                 };
                 let dy = [0, 14, -14, 28, -28, 42, -42]
                     .into_iter()
                     .find(|&dy| clear(dy))
                     .unwrap_or(0);
-                placed.push((left, py + dy - 7, left + width, py + dy + 7));
+                placed.push(label_box(dy));
                 let style = ("sans-serif", 12)
                     .into_font()
                     .into_text_style(area)
